@@ -1,0 +1,5 @@
+"""The ``jobtunnel`` command line (placeholder replaced below)."""
+
+
+def main() -> int:
+    return 0

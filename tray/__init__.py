@@ -1,0 +1,1 @@
+"""jobtunnel's system-tray app: a client of the daemon's control API (not built yet)."""
