@@ -1,0 +1,456 @@
+"""The config file: one TOML file, every key optional, every error named by file, line, key.
+
+The schema below is the single source of truth: it gives each key's type, default, the
+check that its value must pass and the comment that ``jobtunnel config init`` writes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import re
+import tomllib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from jobtunnel.daemon import paths
+from jobtunnel.daemon.detect import DEFAULT_USERNAME_PATTERN
+from jobtunnel.daemon.forward import parse_dynamic, parse_forward
+
+__all__ = [
+    "Config",
+    "ConfigError",
+    "Problem",
+    "default_config_text",
+    "load_config",
+    "render_toml",
+]
+
+Check = Callable[[Any], str | None]
+
+
+def _key(default: Any, doc: str, kind: type | tuple[type, type], check: Check | None = None) -> Any:
+    """Declare one config key: default, comment for ``config init``, type, and check.
+
+    A check returns None for a good value, else the sentence that says what is allowed.
+    """
+    meta = {"doc": doc, "kind": kind, "check": check}
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+def _at_least(low: float) -> Check:
+    return lambda v: None if v >= low else f"must be a number >= {low}"
+
+
+def _between(low: int, high: int) -> Check:
+    return lambda v: None if low <= v <= high else f"must be a whole number from {low} to {high}"
+
+
+def _regex(value: str) -> str | None:
+    try:
+        compiled = re.compile(value)
+    except re.error as exc:
+        return f"not a valid regular expression ({exc})"
+    if compiled.groups:
+        return "capture groups are not allowed (use (?:...))"
+    return None
+
+
+def _each(check: Callable[[Any], object]) -> Check:
+    def run(values: list[Any]) -> str | None:
+        for item in values:
+            try:
+                check(item)
+            except ValueError as exc:
+                return str(exc)
+        return None
+
+    return run
+
+
+def _nonempty_strings(values: list[str]) -> str | None:
+    return None if all(v.strip() for v in values) else "must be non-empty strings"
+
+
+def _address(value: str) -> str | None:
+    if value == "localhost":
+        return None
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return "must be an IP address such as 127.0.0.1 or ::1, or localhost ('' is not allowed)"
+    return None
+
+
+def _port_range(values: list[int]) -> str | None:
+    if len(values) != 2 or not 1 <= values[0] <= values[1] <= 65535:
+        return "must be [low, high] with 1 <= low <= high <= 65535"
+    return None
+
+
+def _event_loop(value: str) -> str | None:
+    return (
+        None if value in ("auto", "uvloop", "asyncio") else 'must be "auto", "uvloop" or "asyncio"'
+    )
+
+
+def _ciphers(values: list[str]) -> str | None:
+    return None if values and all(values) else "must be a non-empty list of cipher names"
+
+
+@dataclass(frozen=True)
+class DetectConfig:
+    """How endpoints are recognised in job logs."""
+
+    username_pattern: str = _key(
+        DEFAULT_USERNAME_PATTERN,
+        "Regular expression a job username must match (Rescale: u<letters>prod_<jobid>).",
+        str,
+        _regex,
+    )
+    allow_private_addresses: bool = _key(
+        False,
+        "Accept private, loopback and link-local addresses (tests, on-premise clusters).",
+        bool,
+    )
+
+
+@dataclass(frozen=True)
+class WatchConfig:
+    """Which folders of downloaded job logs the daemon watches."""
+
+    folders: list[str] = _key(
+        ["~/JobLogs"],
+        "Folders of job logs to watch (created on first run).",
+        list,
+        _nonempty_strings,
+    )
+    patterns: list[str] = _key(
+        ["*.log", "*.txt", "*.tsv", "*.csv", "*.out", "*.html"],
+        "File name patterns to read; partial downloads (.crdownload, .part) are always skipped.",
+        list,
+        _nonempty_strings,
+    )
+    recursive: bool = _key(False, "Also watch sub-folders.", bool)
+
+
+@dataclass(frozen=True)
+class SshConfig:
+    """How jobtunnel connects to a cluster."""
+
+    identity_files: list[str] = _key(
+        [],
+        "Private keys to offer; empty: jobtunnel's own key, then ~/.ssh/id_*.",
+        list,
+        _nonempty_strings,
+    )
+    keepalive_interval: float = _key(
+        5,
+        "Seconds between keepalives; 0 turns them off (a dead link then goes unnoticed).",
+        (int, float),
+        _at_least(0),
+    )
+    keepalive_count_max: int = _key(
+        2, "Unanswered keepalives before the link counts as dead.", int, _between(1, 1000)
+    )
+    connect_timeout: float = _key(
+        15, "Seconds to wait for a connection and its login.", (int, float), _at_least(1)
+    )
+    ciphers: list[str] = _key(
+        [
+            "aes128-gcm@openssh.com",
+            "chacha20-poly1305@openssh.com",
+            "aes256-gcm@openssh.com",
+            "aes128-ctr",
+            "aes256-ctr",
+        ],
+        "Cipher preference, fastest first (measured on loopback).",
+        list,
+        _ciphers,
+    )
+    use_ssh_config: bool = _key(True, "Honour ~/.ssh/config for matching hosts.", bool)
+
+
+@dataclass(frozen=True)
+class TunnelsConfig:
+    """Which ports are forwarded to every cluster, and how."""
+
+    forwards: list[str] = _key(
+        ["8888"],
+        'OpenSSH -L specs "[bind_address:]port:host:hostport", or a bare "PORT".',
+        list,
+        _each(parse_forward),
+    )
+    dynamic_forwards: list[str] = _key(
+        [], 'SOCKS5 proxies as with ssh -D: "[bind_address:]port".', list, _each(parse_dynamic)
+    )
+    bind_address: str = _key(
+        "127.0.0.1",
+        "Local address to listen on; only loopback unless you change it.",
+        str,
+        _address,
+    )
+    hold_seconds: float = _key(
+        30,
+        "Seconds a client waits while the link is down before it is closed.",
+        (int, float),
+        _at_least(0),
+    )
+    port_range: list[int] = _key(
+        [1024, 65535],
+        "Where to look for the next free local port when one is taken.",
+        list,
+        _port_range,
+    )
+
+
+@dataclass(frozen=True)
+class ReconnectConfig:
+    """When to retry a lost cluster, and when to give up."""
+
+    initial_delay: float = _key(
+        0.5,
+        "Seconds before the first retry (exponential backoff, full jitter).",
+        (int, float),
+        _at_least(0),
+    )
+    max_delay: float = _key(
+        30, "Longest wait between retries, seconds.", (int, float), _at_least(0)
+    )
+    reset_after: float = _key(
+        60, "A link up this long resets the backoff, seconds.", (int, float), _at_least(0)
+    )
+    give_up_after: float = _key(
+        43200,
+        "A cluster unreachable this long counts as ended, seconds (12 h).",
+        (int, float),
+        _at_least(0),
+    )
+
+
+@dataclass(frozen=True)
+class DaemonConfig:
+    """The daemon process itself."""
+
+    event_loop: str = _key(
+        "auto", '"auto" (uvloop where installed), "uvloop" or "asyncio".', str, _event_loop
+    )
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole config; ``Config()`` is every default."""
+
+    detect: DetectConfig = field(default_factory=DetectConfig)
+    watch: WatchConfig = field(default_factory=WatchConfig)
+    ssh: SshConfig = field(default_factory=SshConfig)
+    tunnels: TunnelsConfig = field(default_factory=TunnelsConfig)
+    reconnect: ReconnectConfig = field(default_factory=ReconnectConfig)
+    daemon: DaemonConfig = field(default_factory=DaemonConfig)
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong in a config file."""
+
+    file: Path
+    line: int | None
+    key: str | None
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line else str(self.file)
+        return f"{where}: {self.key}: {self.message}" if self.key else f"{where}: {self.message}"
+
+
+class ConfigError(Exception):
+    """The config file cannot be used; ``problems`` says every reason."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        super().__init__("\n".join(str(p) for p in problems))
+        self.problems = problems
+
+
+_SECTION: dict[str, type] = {
+    "detect": DetectConfig,
+    "watch": WatchConfig,
+    "ssh": SshConfig,
+    "tunnels": TunnelsConfig,
+    "reconnect": ReconnectConfig,
+    "daemon": DaemonConfig,
+}
+
+_TYPE_WORDS = {
+    bool: "true or false",
+    int: "a whole number",
+    float: "a number",
+    str: "a string",
+    list: "a list",
+}
+
+
+def _key_lines(text: str) -> dict[str, int]:
+    """Map ``section.key`` (and ``section``) to the line that sets it.
+
+    tomllib keeps no positions, so this re-reads the lines; it needs to understand only
+    the plain ``[table]`` / ``key = value`` shape a config file has.
+    """
+    lines: dict[str, int] = {}
+    table = ""
+    header = re.compile(r"^\s*\[\s*([A-Za-z0-9_.\"' -]+?)\s*\]\s*(?:#.*)?$")
+    assign = re.compile(r"^\s*([A-Za-z0-9_\-\"'.]+?)\s*=")
+    for number, line in enumerate(text.splitlines(), start=1):
+        if m := header.match(line):
+            table = m.group(1).replace('"', "").replace("'", "").strip()
+            lines.setdefault(table, number)
+        elif m := assign.match(line):
+            key = m.group(1).replace('"', "").replace("'", "")
+            lines.setdefault(f"{table}.{key}" if table else key, number)
+    return lines
+
+
+def _kind_ok(value: Any, kind: type | tuple[type, type]) -> bool:
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    # bool is an int in Python, but `port = true` is a mistake, not a number.
+    if isinstance(value, bool) and bool not in kinds:
+        return False
+    return isinstance(value, kinds)
+
+
+def _item_kind(section: str, name: str) -> type:
+    """The element type of list keys (the schema's lists hold one type each)."""
+    return int if (section, name) == ("tunnels", "port_range") else str
+
+
+def validate(data: dict[str, Any], file: Path, text: str = "") -> Config:
+    """Check parsed TOML against the schema; raise ConfigError naming every problem."""
+    lines = _key_lines(text)
+    problems: list[Problem] = []
+    sections: dict[str, Any] = {}
+    for name, value in data.items():
+        if name not in _SECTION:
+            allowed = ", ".join(f"[{s}]" for s in _SECTION)
+            problems.append(
+                Problem(file, lines.get(name), name, f"unknown section; allowed: {allowed}")
+            )
+            continue
+        if not isinstance(value, dict):
+            problems.append(Problem(file, lines.get(name), name, "must be a [table]"))
+            continue
+        cls = _SECTION[name]
+        known = {f.name: f for f in dataclasses.fields(cls)}
+        values: dict[str, Any] = {}
+        for key, item in value.items():
+            dotted = f"{name}.{key}"
+            line = lines.get(dotted)
+            spec = known.get(key)
+            if spec is None:
+                allowed = ", ".join(known)
+                problems.append(
+                    Problem(file, line, dotted, f"unknown key; allowed in [{name}]: {allowed}")
+                )
+                continue
+            kind = spec.metadata["kind"]
+            if not _kind_ok(item, kind):
+                words = " or ".join(
+                    _TYPE_WORDS[k] for k in (kind if isinstance(kind, tuple) else (kind,))
+                )
+                problems.append(Problem(file, line, dotted, f"must be {words}, not {item!r}"))
+                continue
+            if kind is list:
+                item_kind = _item_kind(name, key)
+                if not all(_kind_ok(v, item_kind) for v in item):
+                    problems.append(
+                        Problem(file, line, dotted, f"must be a list of {_TYPE_WORDS[item_kind]}s")
+                    )
+                    continue
+            check: Check | None = spec.metadata["check"]
+            if check is not None and (why := check(item)) is not None:
+                problems.append(Problem(file, line, dotted, f"bad value {item!r}: {why}"))
+                continue
+            values[key] = item
+        sections[name] = cls(**values)
+    if problems:
+        raise ConfigError(problems)
+    return Config(**sections)
+
+
+def load_config(path: Path | None = None) -> tuple[Config, Path]:
+    """Read the config at ``path`` (default: paths.config_file()); missing means defaults."""
+    file = path if path is not None else paths.config_file()
+    try:
+        raw = file.read_bytes()
+    except FileNotFoundError:
+        if path is not None:
+            raise ConfigError([Problem(file, None, None, "no such file")]) from None
+        return Config(), file
+    except OSError as exc:
+        raise ConfigError([Problem(file, None, None, f"cannot read: {exc.strerror}")]) from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        bad_line = raw[: exc.start].count(b"\n") + 1
+        raise ConfigError([Problem(file, bad_line, None, "not UTF-8 text")]) from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        m = re.search(r"\(at line (\d+), column \d+\)", str(exc))
+        line = int(m.group(1)) if m else None
+        message = re.sub(r"\s*\(at line \d+, column \d+\)", "", str(exc))
+        raise ConfigError([Problem(file, line, None, f"not valid TOML: {message}")]) from None
+    return validate(data, file, text), file
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        # Single-quoted literal strings keep regular expressions readable.
+        return f"'{value}'" if "'" not in value and "\n" not in value else _basic_string(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise TypeError(f"no TOML form for {value!r}")
+
+
+def _basic_string(value: str) -> str:
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    return f'"{escaped}"'
+
+
+def render_toml(config: Config, *, commented: bool = False) -> str:
+    """The config as TOML; ``commented`` writes every key as a documented, disabled default."""
+    out: list[str] = []
+    if commented:
+        out += [
+            "# jobtunnel configuration. Every key is optional: a commented line shows the",
+            "# default. Uncomment and edit; `jobtunnel config check` validates the file.",
+            "",
+        ]
+    for name, cls in _SECTION.items():
+        section = getattr(config, name)
+        out.append(f"[{name}]")
+        if commented and cls.__doc__:
+            out.append(f"# {cls.__doc__.strip()}")
+        for spec in dataclasses.fields(cls):
+            line = f"{spec.name} = {_toml_value(getattr(section, spec.name))}"
+            if commented:
+                out.append(f"# {spec.metadata['doc']}")
+                out.append(f"# {line}")
+            else:
+                out.append(line)
+        out.append("")
+    return "\n".join(out)
+
+
+def default_config_text() -> str:
+    """What ``jobtunnel config init`` writes."""
+    return render_toml(Config(), commented=True)
