@@ -1,0 +1,113 @@
+"""Small real servers on loopback for the tunnel tests: echo, HTTP, and a client helper.
+
+They run in their own threads (not in the event loop under test), so a stall in the
+engine cannot be hidden by the service sharing its loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import http.server
+import socket
+import socketserver
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+
+class _EchoHandler(socketserver.BaseRequestHandler):
+    def handle(self) -> None:
+        sock: socket.socket = self.request
+        sock.settimeout(120)
+        try:
+            while data := sock.recv(1 << 16):
+                sock.sendall(data)
+            sock.shutdown(socket.SHUT_WR)  # half-close: echo the client's EOF
+        except OSError:
+            pass
+
+
+class _Server(socketserver.ThreadingTCPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 256
+
+
+@contextmanager
+def echo_server() -> Iterator[int]:
+    """Echo server on 127.0.0.1; yields its port."""
+    server = _Server(("127.0.0.1", 0), _EchoHandler)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
+    thread.start()
+    try:
+        yield int(server.server_address[1])
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(10)
+
+
+HTTP_BODY = b"hello from the cluster\n" * 100
+
+
+class _HttpHandler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(HTTP_BODY)))
+        self.end_headers()
+        self.wfile.write(HTTP_BODY)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@contextmanager
+def http_server() -> Iterator[int]:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _HttpHandler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
+    thread.start()
+    try:
+        yield int(server.server_address[1])
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(10)
+
+
+async def roundtrip(port: int, payload: bytes, timeout: float = 30.0) -> bytes:
+    """Send ``payload`` to 127.0.0.1:port, half-close, read everything back."""
+    async with asyncio.timeout(timeout):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+
+            async def send() -> None:
+                for i in range(0, len(payload), 1 << 16):
+                    writer.write(payload[i : i + (1 << 16)])
+                    await writer.drain()
+                writer.write_eof()
+
+            sender = asyncio.ensure_future(send())
+            received = await reader.read(-1)
+            await sender
+            return received
+        finally:
+            writer.close()
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+async def http_get(port: int, timeout: float = 30.0) -> bytes:
+    async with asyncio.timeout(timeout):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            writer.write(b"GET / HTTP/1.0\r\nHost: localhost\r\n\r\n")
+            data = await reader.read(-1)
+        finally:
+            writer.close()
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.0 200"), head
+    return body
