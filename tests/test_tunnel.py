@@ -58,7 +58,9 @@ def local_port(t: Tunnel, index: int = 0) -> int:
     return port
 
 
-def test_forward_carries_data_both_ways_and_large_transfers(sshd: SshServer, tmp_path: Path) -> None:
+def test_forward_carries_data_both_ways_and_large_transfers(
+    sshd: SshServer, tmp_path: Path
+) -> None:
     with echo_server() as echo, http_server() as web:
 
         async def main() -> None:
@@ -80,3 +82,118 @@ def test_forward_carries_data_both_ways_and_large_transfers(sshd: SshServer, tmp
             assert t.status().state == "ended"
 
         run(main(), 110)
+
+
+def test_session_killed_reconnects_on_same_port(sshd: SshServer, tmp_path: Path) -> None:
+    with echo_server() as echo:
+
+        async def main() -> None:
+            t = make_tunnel(sshd, [f"0:127.0.0.1:{echo}"], tmp_path)
+            states: list[str] = []
+            t.subscribe(lambda st: states.append(st.state))
+            await t.start()
+            try:
+                await t.wait_for(is_up, 15)
+                port = local_port(t)
+                assert await roundtrip(port, b"before") == b"before"
+                assert sshd.kill_sessions(), "no session process to kill"
+                t0 = time.monotonic()
+                await t.wait_for(lambda st: st.state != "up", 15)
+                await t.wait_for(is_up, 15)
+                print(f"recovered {time.monotonic() - t0:.2f} s after the session was killed")
+                assert local_port(t) == port
+                assert await roundtrip(port, b"after") == b"after"
+                assert t.status().reconnects == 1
+                assert "reconnecting" in states
+            finally:
+                await t.end()
+
+        run(main(), 60)
+
+
+def test_outage_clients_are_held_then_served(sshd: SshServer, tmp_path: Path) -> None:
+    with echo_server() as echo:
+
+        async def main() -> None:
+            t = make_tunnel(sshd, [f"0:127.0.0.1:{echo}"], tmp_path)
+            await t.start()
+            try:
+                await t.wait_for(is_up, 15)
+                port = local_port(t)
+                sshd.stop()
+                await t.wait_for(lambda st: st.state != "up", 15)
+                # Clients arriving during the outage: none may be refused.
+                held = [
+                    asyncio.ensure_future(roundtrip(port, f"held {i}".encode(), timeout=40))
+                    for i in range(5)
+                ]
+                await asyncio.sleep(5)
+                assert not any(h.done() for h in held), "a held client was closed early"
+                assert t.status().active_clients == 5
+                t0 = time.monotonic()
+                sshd.start()
+                results = await asyncio.gather(*held)
+                print(f"held clients served {time.monotonic() - t0:.2f} s after sshd restart")
+                assert results == [f"held {i}".encode() for i in range(5)]
+                assert local_port(t) == port
+            finally:
+                await t.end()
+
+        run(main(), 90)
+
+
+def test_hold_time_expires_then_client_closed(sshd: SshServer, tmp_path: Path) -> None:
+    with echo_server() as echo:
+
+        async def main() -> None:
+            t = make_tunnel(
+                sshd,
+                [f"0:127.0.0.1:{echo}"],
+                tmp_path,
+                options=fast_options(sshd, hold_seconds=1.0),
+            )
+            await t.start()
+            try:
+                await t.wait_for(is_up, 15)
+                port = local_port(t)
+                sshd.stop()
+                await t.wait_for(lambda st: st.state != "up", 15)
+                t0 = time.monotonic()
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                data = await asyncio.wait_for(reader.read(), 10)
+                waited = time.monotonic() - t0
+                assert data == b""
+                assert 0.8 <= waited < 10
+                writer.close()
+            finally:
+                await t.end()
+
+        run(main(), 60)
+
+
+def test_frozen_server_detected_by_keepalive_and_recovered(sshd: SshServer, tmp_path: Path) -> None:
+    with echo_server() as echo:
+
+        async def main() -> None:
+            t = make_tunnel(sshd, [f"0:127.0.0.1:{echo}"], tmp_path)
+            await t.start()
+            try:
+                await t.wait_for(is_up, 15)
+                port = local_port(t)
+                frozen = sshd.freeze_sessions()
+                assert frozen
+                t0 = time.monotonic()
+                # interval 1 s x count 2: noticed within a few seconds, bound generously.
+                await t.wait_for(lambda st: st.state != "up", 15)
+                detected = time.monotonic() - t0
+                print(f"frozen server noticed after {detected:.2f} s")
+                assert "Keepalive" in (t.status().last_error or "") or t.status().last_error
+                sshd.thaw_sessions()
+                await t.wait_for(is_up, 15)
+                print(f"recovered {time.monotonic() - t0:.2f} s after the freeze")
+                assert await roundtrip(port, b"thawed") == b"thawed"
+            finally:
+                sshd.thaw_sessions()
+                await t.end()
+
+        run(main(), 60)
