@@ -4,58 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import time
 from pathlib import Path
 
 import pytest
-from conftest import run
+from conftest import fast_options, is_up, local_port, make_tunnel, run
 from services import echo_server, http_get, http_server, roundtrip, sha256
-from sshd_server import SshServer, keygen
-
-from jobtunnel.daemon.forward import parse_dynamic, parse_forward
-from jobtunnel.daemon.hostkeys import HostKeyStore
-from jobtunnel.daemon.tunnel import Tunnel, TunnelOptions, TunnelStatus
+from sshd_server import SshServer
 
 pytestmark = [pytest.mark.sshd, pytest.mark.timeout(120)]
-
-
-def fast_options(sshd: SshServer, **overrides: object) -> TunnelOptions:
-    values: dict[str, object] = {
-        "identity_files": (str(sshd.client_key),),
-        "keepalive_interval": 1.0,
-        "keepalive_count_max": 2,
-        "connect_timeout": 5.0,
-        "initial_delay": 0.1,
-        "max_delay": 1.0,
-        "hold_seconds": 20.0,
-        "use_ssh_config": False,
-    }
-    values.update(overrides)
-    return TunnelOptions(**values)  # type: ignore[arg-type]
-
-
-def make_tunnel(sshd: SshServer, specs: list[str], tmp_path: Path, **kw: object) -> Tunnel:
-    forwards = [parse_dynamic(s[2:]) if s.startswith("D:") else parse_forward(s) for s in specs]
-    return Tunnel(
-        sshd.user,
-        "127.0.0.1",
-        sshd.port,
-        forwards,
-        kw.pop("options", None) or fast_options(sshd),  # type: ignore[arg-type]
-        host_keys=HostKeyStore(tmp_path / "known_hosts"),
-        **kw,  # type: ignore[arg-type]
-    )
-
-
-def is_up(st: TunnelStatus) -> bool:
-    return st.state == "up"
-
-
-def local_port(t: Tunnel, index: int = 0) -> int:
-    port = t.status().forwards[index].local_port
-    assert port is not None
-    return port
 
 
 def test_forward_carries_data_both_ways_and_large_transfers(
