@@ -725,6 +725,7 @@ class Tunnel:
             if writer.is_closing():
                 # The client left while the channel was opening (asyncssh #823 leaks the
                 # channel in that case unless someone closes it).
+                log.debug("%s: client left while its channel opened; closed it", self.name)
                 chan_writer.close()
                 return None
             return link, chan_reader, chan_writer
