@@ -410,6 +410,13 @@ class Tunnel:
         self._task = asyncio.create_task(self._run(), name=f"tunnel {self.name}")
         self._notify()
 
+    def accept_new_host_key(self) -> None:
+        """The user confirmed a changed host key: drop the pin and retry at once; the
+        next connection pins whatever key the server then offers."""
+        if self.host_keys.forget(self.user, self.host, self.port):
+            log.warning("%s: host key pin dropped at the user's request", self.name)
+        self.reconnect_now()
+
     def reconnect_now(self) -> None:
         """Skip the backoff wait; also retries after a refused host key."""
         self._machine.reconnect_now(time.monotonic())
@@ -629,6 +636,8 @@ class Tunnel:
             raise
         except (OSError, asyncssh.Error) as exc:
             log.debug("%s: client ended: %s", self.name, exc)
+        except Exception:
+            log.exception("%s: unexpected error serving a client", self.name)
         finally:
             self.active_clients -= 1
             self._client_tasks.discard(task)

@@ -15,20 +15,22 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from jobtunnel.daemon.forward import parse_dynamic, parse_forward
 from jobtunnel.daemon.hostkeys import HostKeyStore
-from jobtunnel.daemon.tunnel import Tunnel, TunnelOptions, TunnelStatus
+from jobtunnel.daemon.tunnel import Tunnel, TunnelOptions, TunnelStatus, event_loop_factory
 from sshd_server import SshServer, sshd_available
 
 T = TypeVar("T")
 
 
-def run(coro: Coroutine[Any, Any, T], timeout: float = 60.0) -> T:
-    """Run an async test body with a hard time bound (no pytest-asyncio here)."""
+def run(coro: Coroutine[Any, Any, T], timeout: float = 60.0, loop: str = "asyncio") -> T:
+    """Run an async test body with a hard time bound (no pytest-asyncio here);
+    ``loop`` is "asyncio" or "uvloop"."""
 
     async def bounded() -> T:
         async with asyncio.timeout(timeout):
             return await coro
 
-    return asyncio.run(bounded())
+    with asyncio.Runner(loop_factory=event_loop_factory(loop)) as runner:
+        return runner.run(bounded())
 
 
 @pytest.fixture

@@ -111,3 +111,69 @@ async def http_get(port: int, timeout: float = 30.0) -> bytes:
     head, _, body = data.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.0 200"), head
     return body
+
+
+def pattern(size: int) -> bytes:
+    """Deterministic, incompressible-enough test data."""
+    block = hashlib.sha256(b"jobtunnel").digest() * 2048  # 64 KiB
+    return (block * (size // len(block) + 1))[:size]
+
+
+class _SourceHandler(socketserver.BaseRequestHandler):
+    size = 0
+
+    def handle(self) -> None:
+        sock: socket.socket = self.request
+        sock.settimeout(120)
+        try:
+            sock.sendall(pattern(self.server.size))  # type: ignore[attr-defined]
+            sock.shutdown(socket.SHUT_WR)
+            while sock.recv(1 << 16):
+                pass
+        except OSError:
+            pass
+
+
+@contextmanager
+def source_server(size: int) -> Iterator[int]:
+    """Sends ``size`` bytes of :func:`pattern` to every client as fast as it can."""
+    server = _Server(("127.0.0.1", 0), _SourceHandler)
+    server.size = size  # type: ignore[attr-defined]
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
+    thread.start()
+    try:
+        yield int(server.server_address[1])
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(10)
+
+
+class _SlowSinkHandler(socketserver.BaseRequestHandler):
+    def handle(self) -> None:
+        sock: socket.socket = self.request
+        sock.settimeout(120)
+        try:
+            threading.Event().wait(self.server.delay)  # type: ignore[attr-defined]
+            digest = hashlib.sha256()
+            while data := sock.recv(1 << 16):
+                digest.update(data)
+            sock.sendall(digest.hexdigest().encode())
+            sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+
+
+@contextmanager
+def slow_sink_server(delay: float) -> Iterator[int]:
+    """Reads nothing for ``delay`` seconds, then everything; answers its sha256."""
+    server = _Server(("127.0.0.1", 0), _SlowSinkHandler)
+    server.delay = delay  # type: ignore[attr-defined]
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
+    thread.start()
+    try:
+        yield int(server.server_address[1])
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(10)
