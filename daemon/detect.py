@@ -27,7 +27,8 @@ __all__ = [
     "job_id_of",
 ]
 
-DEFAULT_USERNAME_PATTERN = r"u[a-z]*prod_[A-Za-z0-9]+"
+# Bounded repeats keep matching linear on hostile runs of letters.
+DEFAULT_USERNAME_PATTERN = r"u[a-z]{0,16}prod_[A-Za-z0-9]{1,64}"
 
 # Lines on either side of a username in which its host and port may be named.
 WINDOW = 8
@@ -36,10 +37,11 @@ MAX_LINE = 1 << 20
 OVERLAP = 512
 # Cap per file so that a hostile log cannot grow memory without bound.
 MAX_ENDPOINTS = 1000
+MAX_REJECTIONS = 100
 
 _JOB_ID = re.compile(r"u[a-z]*prod_([A-Za-z0-9]+)")
-_ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)")
-_TAG = re.compile(r"</?[A-Za-z][A-Za-z0-9-]*(?:\s[^<>]*)?/?>")
+_ANSI = re.compile(r"\x1b\[[0-9;?]{0,32}[ -/]{0,4}[@-~]|\x1b\][^\x07\x1b]{0,512}(?:\x07|\x1b\\)")
+_TAG = re.compile(r"</?[A-Za-z][A-Za-z0-9-]{0,32}(?:\s[^<>]{0,2048})?/?>")
 _INVISIBLE = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u2060\ufeff"))
 _SPACES = dict.fromkeys(map(ord, "\xa0\u2007\u202f\u2009\u3000"), " ")
 
@@ -49,7 +51,7 @@ _PORT_OPTION = re.compile(
     r"""(?:^|\s)-p\s*(\d+)\b|-o\s*["']?Port[=\s]\s*(\d+)|\bport\b\s*(?:number)?\s*[:=#]?\s*(\d+)\b""",
     re.IGNORECASE,
 )
-_IPV4 = re.compile(r"(?<![\w.])(\d{1,3}(?:\.\d{1,3}){3})(?![\w.]*\w)")
+_IPV4 = re.compile(r"(?<![\w.])(\d{1,3}(?:\.\d{1,3}){3})(?!\w|\.\w)")
 _IPV6_BRACKETED = re.compile(r"\[([0-9A-Fa-f:.%]+)\](?::(\d+))?")
 _LABELLED_HOST = re.compile(
     r"\b(?:(?:public|external|master(?:\s+node)?|cluster|head\s*node)\s+)?"
@@ -65,8 +67,11 @@ _CONNECTING = re.compile(
 # Characters that never end an address in a command a person would run as printed.
 _SHELL_CHARS = frozenset("$`|&<>(){}\\")
 _SSH_CONTEXT = re.compile(r"\bssh\b|\bconnect|\bhost|\bnode\b|\baddress", re.IGNORECASE)
-_NOTEBOOK = re.compile(r"https?://[^\s\"'<>]+/notebooks?/[^\s\"'<>]*\?token=[^\s\"'<>;,]+")
-_URL = re.compile(r"[a-z][a-z0-9+.-]*://[^\s\"'<>]+", re.IGNORECASE)
+_NOTEBOOK = re.compile(
+    r"https?://[^\s\"'<>/]{1,253}(?:/[^\s\"'<>/?]{0,256}){0,8}?/notebooks?/"
+    r"[^\s\"'<>?]{0,512}\?token=[^\s\"'<>;,]{1,512}"
+)
+_URL = re.compile(r"\b[a-z][a-z0-9+.-]{0,31}://[^\s\"'<>]+", re.IGNORECASE)
 # Endings that make a dotted word a file name rather than a host in free text.
 _FILE_ENDINGS = frozenset(
     {
@@ -191,7 +196,7 @@ def check_host(host: str, allow_private: bool) -> tuple[str, str | None]:
         ip = None
     if ip is not None:
         host = str(ip)
-        if allow_private or ip.is_global:
+        if allow_private or (ip.is_global and not ip.is_multicast and not ip.is_reserved):
             return host, None
         words = next((w for attr, w in _ADDRESS_KINDS if getattr(ip, attr)), "a non-public")
         return host, f"{words} address (set detect.allow_private_addresses to accept it)"
@@ -268,6 +273,7 @@ class Detector:
         self._pending: list[_Pending] = []
         self._notebooks: deque[tuple[int, str]] = deque(maxlen=16)
         self._emitted: dict[tuple[str, str, int], Endpoint] = {}
+        self._rejections = 0
 
     # -- bytes in -------------------------------------------------------------------
 
@@ -290,7 +296,7 @@ class Detector:
         if self._decoder is not None:
             data += self._decoder.decode(b"", final=True).encode("utf-8")
         out = self._take(data, final=True)
-        out += self._settle(all_pending=True)
+        out += self._settle(upto=None)
         return out
 
     def _start(self, head: bytes) -> bytes:
@@ -329,7 +335,9 @@ class Detector:
         return out
 
     def _slice(self, data: bytes) -> list[Finding]:
-        """Read a slice of an over-long line without completing the line."""
+        """Read a slice of an over-long line (only if a username is in it) without ending it."""
+        if not self._pending and not self._user_offsets(data):
+            return []
         return self._read_line(self._line + 1, data)
 
     # -- blocks of complete lines ---------------------------------------------------
@@ -361,45 +369,51 @@ class Detector:
                 nl = block.find(b"\n", pos, end)
                 stop = end if nl < 0 else nl
                 out += self._read_line(line, block[pos:stop])
+                if self._pending:
+                    out += self._settle(upto=line)
                 line += 1
                 pos = stop + 1
                 self._expire(line)
         self._line = first + count - 1
-        out += self._settle(all_pending=False)
+        out += self._settle(upto=self._line)
         return out
 
     def _user_offsets(self, block: bytes) -> list[int]:
-        if self._literal is None:
-            return [m.start() for m in self._user_bytes.finditer(block)]
+        """Where usernames may be: the first hit on each line that has one."""
         offsets = []
-        pos = block.find(self._literal)
-        while pos >= 0:
-            offsets.append(pos)
-            pos = block.find(self._literal, pos + 1)
-        return offsets
+        pos = 0
+        while True:
+            if self._literal is None:
+                m = self._user_bytes.search(block, pos)
+                hit = m.start() if m else -1
+            else:
+                hit = block.find(self._literal, pos)
+            if hit < 0:
+                return offsets
+            offsets.append(hit)
+            pos = block.find(b"\n", hit) + 1
+            if pos == 0:
+                return offsets
 
     # -- one line -------------------------------------------------------------------
 
     def _read_line(self, number: int, raw: bytes) -> list[Finding]:
         text = _normalise(raw)
         out: list[Finding] = []
-        for m in _NOTEBOOK.finditer(text):
+        for m in _NOTEBOOK.finditer(text) if "/notebook" in text else ():
             self._notebooks.append((number, m.group(0)))
             out += self._attach_notebook(m.group(0))
-        plain = _URL.sub(lambda m: " " if "@" not in m.group(0) else m.group(0), text)
+        if "://" in text:
+            text = _URL.sub(lambda m: " " if "@" not in m.group(0) else m.group(0), text)
+        plain = text
         line_port = _first_port(plain)
         paired_users: set[str] = set()
         for m in self._pair.finditer(plain):
             user, host, port_text = m.group(1), m.group(2), m.group(3)
             paired_users.add(user)
             if plain[m.end() : m.end() + 1] in _SHELL_CHARS:
-                out.append(
-                    Rejection(
-                        self.source,
-                        number,
-                        m.group(0) + plain[m.end()],
-                        "shell metacharacters right after the address",
-                    )
+                out += self._reject(
+                    number, m.group(0) + plain[m.end()], "shell metacharacters after the address"
                 )
                 continue
             port = int(port_text) if port_text else line_port
@@ -450,12 +464,16 @@ class Detector:
         while self._hints and self._hints[0].line < line - WINDOW:
             self._hints.popleft()
 
-    def _settle(self, *, all_pending: bool) -> list[Finding]:
-        """Turn waiting usernames into endpoints once their window has passed."""
+    def _settle(self, *, upto: int | None) -> list[Finding]:
+        """Resolve usernames whose window has passed by line ``upto`` (None: all of them).
+
+        Settling right after the window's last line, not at the end of a block, keeps the
+        order of findings the same however the bytes were chunked.
+        """
         out: list[Finding] = []
         keep: list[_Pending] = []
         for pending in self._pending:
-            if not all_pending and self._line - pending.line < WINDOW:
+            if upto is not None and upto - pending.line < WINDOW:
                 keep.append(pending)
                 continue
             out += self._resolve(pending)
@@ -480,7 +498,7 @@ class Detector:
             rejected.append((hint, host, reason))
         if rejected:
             hint, host, reason = rejected[0]
-            return [Rejection(self.source, hint.line, f"{pending.user} at {host}", reason)]
+            return self._reject(hint.line, f"{pending.user} at {host}", reason)
         return []
 
     # -- results --------------------------------------------------------------------
@@ -493,23 +511,27 @@ class Detector:
         if reason is None and not 1 <= port <= 65535:
             reason = f"port {port} is outside 1-65535"
         if reason is not None:
-            return [Rejection(self.source, line, candidate, reason)]
+            return self._reject(line, candidate, reason)
         key = (user, host, port)
         if key in self._emitted:
             return []
         if len(self._emitted) >= self.max_endpoints:
-            return [
-                Rejection(
-                    self.source,
-                    line,
-                    candidate,
-                    f"more than {self.max_endpoints} endpoints in one file; the rest are ignored",
-                )
-            ]
+            return self._reject(
+                line, candidate, f"more than {self.max_endpoints} endpoints in one file"
+            )
         job = job_id_of(user)
         endpoint = Endpoint(user, host, port, job, self.source, line, self._notebook_for(job, line))
         self._emitted[key] = endpoint
         return [endpoint]
+
+    def _reject(self, line: int, candidate: str, reason: str) -> list[Finding]:
+        """A rejection, until MAX_REJECTIONS of them; then one notice and silence."""
+        self._rejections += 1
+        if self._rejections > MAX_REJECTIONS:
+            return []
+        if self._rejections == MAX_REJECTIONS:
+            reason += f" (and {MAX_REJECTIONS} rejections in this file: no more are listed)"
+        return [Rejection(self.source, line, candidate[:200], reason)]
 
     def _notebook_for(self, job: str | None, line: int) -> str | None:
         for seen, url in reversed(self._notebooks):
