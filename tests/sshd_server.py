@@ -158,6 +158,21 @@ class SshServer:
     def thaw_sessions(self) -> list[int]:
         return self._signal_sessions(signal.SIGCONT)
 
+    def freeze_all(self) -> list[int]:
+        """SIGSTOP the listening daemon too: the whole host hangs (TCP still accepts)."""
+        pids = [self.pid, *self.session_pids()]
+        for p in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(p, signal.SIGSTOP)
+        return pids
+
+    def thaw_all(self) -> None:
+        if self.proc is None:
+            return
+        for p in [self.pid, *self.session_pids()]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(p, signal.SIGCONT)
+
     def stop(self) -> None:
         """End the daemon and every session it forked (a real server going away)."""
         if self.proc is None:
@@ -168,6 +183,8 @@ class SshServer:
                 os.kill(p, signal.SIGCONT)
                 os.kill(p, signal.SIGKILL)
         self.proc.kill()
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.proc.pid, signal.SIGCONT)
         self.proc.wait(timeout=10)
         self.proc = None
         deadline = time.monotonic() + 5

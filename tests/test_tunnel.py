@@ -68,8 +68,7 @@ def test_session_killed_reconnects_on_same_port(sshd: SshServer, tmp_path: Path)
                 assert await roundtrip(port, b"before") == b"before"
                 assert sshd.kill_sessions(), "no session process to kill"
                 t0 = time.monotonic()
-                await t.wait_for(lambda st: st.state != "up", 15)
-                await t.wait_for(is_up, 15)
+                await t.wait_for(lambda st: st.reconnects == 1 and st.state == "up", 15)
                 print(f"recovered {time.monotonic() - t0:.2f} s after the session was killed")
                 assert local_port(t) == port
                 assert await roundtrip(port, b"after") == b"after"
@@ -142,26 +141,60 @@ def test_hold_time_expires_then_client_closed(sshd: SshServer, tmp_path: Path) -
 
 
 def test_frozen_server_detected_by_keepalive_and_recovered(sshd: SshServer, tmp_path: Path) -> None:
+    """The whole server SIGSTOPped: the dead link is noticed within the keepalive bound
+    (interval 1 s x 2), new attempts time out with the CIDR hint, SIGCONT recovers."""
     with echo_server() as echo:
 
         async def main() -> None:
-            t = make_tunnel(sshd, [f"0:127.0.0.1:{echo}"], tmp_path)
+            opts = fast_options(sshd, connect_timeout=2.0)
+            t = make_tunnel(sshd, [f"0:127.0.0.1:{echo}"], tmp_path, options=opts)
+            events: list[tuple[float, str, str | None]] = []
+            t.subscribe(lambda st: events.append((time.monotonic(), st.state, st.last_error)))
             await t.start()
             try:
                 await t.wait_for(is_up, 15)
                 port = local_port(t)
-                frozen = sshd.freeze_sessions()
-                assert frozen
+                assert sshd.freeze_all()
                 t0 = time.monotonic()
-                # interval 1 s x count 2: noticed within a few seconds, bound generously.
-                await t.wait_for(lambda st: st.state != "up", 15)
-                detected = time.monotonic() - t0
-                print(f"frozen server noticed after {detected:.2f} s")
-                assert "Keepalive" in (t.status().last_error or "") or t.status().last_error
-                sshd.thaw_sessions()
+                st = await t.wait_for(lambda st: st.last_error_kind == "timeout", 20)
+                down = next(e for e in events if e[0] >= t0 and e[1] != "up")
+                print(f"frozen server noticed after {down[0] - t0:.2f} s: {down[2]}")
+                assert down[0] - t0 < 8
+                assert "keepalive" in (down[2] or "").lower()
+                assert "Access Restriction (CIDR)" in (st.last_error or "")
+                t1 = time.monotonic()
+                sshd.thaw_all()
                 await t.wait_for(is_up, 15)
-                print(f"recovered {time.monotonic() - t0:.2f} s after the freeze")
+                print(f"up {time.monotonic() - t1:.2f} s after SIGCONT")
                 assert await roundtrip(port, b"thawed") == b"thawed"
+                assert local_port(t) == port
+            finally:
+                sshd.thaw_all()
+                await t.end()
+
+        run(main(), 60)
+
+
+def test_frozen_session_detected_and_replaced(sshd: SshServer, tmp_path: Path) -> None:
+    """Only the session's processes SIGSTOPped: noticed by keepalive, a new session
+    serves the same port while the old one is still frozen."""
+    with echo_server() as echo:
+
+        async def main() -> None:
+            t = make_tunnel(sshd, [f"0:127.0.0.1:{echo}"], tmp_path)
+            events: list[tuple[float, str]] = []
+            t.subscribe(lambda st: events.append((time.monotonic(), st.state)))
+            await t.start()
+            try:
+                await t.wait_for(is_up, 15)
+                port = local_port(t)
+                assert sshd.freeze_sessions()
+                t0 = time.monotonic()
+                await t.wait_for(lambda st: st.reconnects == 1 and st.state == "up", 20)
+                down = next(e for e in events if e[0] >= t0 and e[1] != "up")
+                print(f"frozen session noticed after {down[0] - t0:.2f} s")
+                assert down[0] - t0 < 8
+                assert await roundtrip(port, b"new session") == b"new session"
             finally:
                 sshd.thaw_sessions()
                 await t.end()
