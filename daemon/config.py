@@ -316,6 +316,9 @@ def _key_lines(text: str) -> dict[str, int]:
     return lines
 
 
+_ITEM_WORDS = {int: "whole numbers", str: "strings"}
+
+
 def _kind_ok(value: Any, kind: type | tuple[type, type]) -> bool:
     kinds = kind if isinstance(kind, tuple) else (kind,)
     # bool is an int in Python, but `port = true` is a mistake, not a number.
@@ -368,7 +371,7 @@ def validate(data: dict[str, Any], file: Path, text: str = "") -> Config:
                 item_kind = _item_kind(name, key)
                 if not all(_kind_ok(v, item_kind) for v in item):
                     problems.append(
-                        Problem(file, line, dotted, f"must be a list of {_TYPE_WORDS[item_kind]}s")
+                        Problem(file, line, dotted, f"must be a list of {_ITEM_WORDS[item_kind]}")
                     )
                     continue
             check: Check | None = spec.metadata["check"]

@@ -2,22 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import tracemalloc
-from pathlib import Path
 
 import pytest
-
 from jobtunnel.daemon.detect import Detector, Endpoint, EndpointSet, Rejection, job_id_of
-
-SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "job-logs"
-
-
-def samples_dir() -> Path:
-    for candidate in (SAMPLES, Path(__file__).resolve().parents[1] / "shared" / "job-logs"):
-        if (candidate / "expected.json").exists():
-            return candidate
-    pytest.fail(f"the shared job-log samples are missing (looked in {SAMPLES})")
+from samples import expected_cases, samples_dir
 
 
 def detect(data: bytes, **options: object) -> tuple[list[Endpoint], list[Rejection]]:
@@ -34,11 +23,6 @@ def detect(data: bytes, **options: object) -> tuple[list[Endpoint], list[Rejecti
 
 def keys(endpoints: list[Endpoint]) -> list[tuple[str, str, int]]:
     return [e.key for e in endpoints]
-
-
-def expected_cases() -> list[tuple[str, list[dict[str, object]]]]:
-    expected = json.loads((samples_dir() / "expected.json").read_text())
-    return [(name, want) for name, want in expected.items() if not name.startswith("_")]
 
 
 @pytest.mark.parametrize(("name", "want"), expected_cases())

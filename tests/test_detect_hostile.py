@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from jobtunnel.daemon.detect import Detector, Endpoint
 
 SIZE = 2 << 20  # bytes per hostile line

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
+
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
 from jobtunnel.daemon.detect import Detector, Endpoint, Rejection
 
 PROPERTY = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -16,10 +17,13 @@ noise_line = st.text(
     ),
     max_size=120,
 )
-job_ids = st.text(alphabet="ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz0123456789",
-                  min_size=4, max_size=8)
+job_ids = st.text(
+    alphabet="ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz0123456789", min_size=4, max_size=8
+)
 public_ips = st.tuples(
-    st.sampled_from([3, 13, 20, 34, 52, 54, 107]), st.integers(0, 255), st.integers(0, 255),
+    st.sampled_from([3, 13, 20, 34, 52, 54, 107]),
+    st.integers(0, 255),
+    st.integers(0, 255),
     st.integers(1, 254),
 ).map(lambda t: ".".join(map(str, t)))
 ports = st.sampled_from([22, 32100]) | st.integers(1, 65535)
@@ -59,8 +63,14 @@ def endpoints(findings: list[Endpoint | Rejection]) -> set[tuple[str, str, int]]
     newline=st.sampled_from(["\n", "\r\n"]),
 )
 def test_endpoint_line_is_found_among_random_noise(
-    before: list[str], after: list[str], template: str, prefix: str, job: str, host: str,
-    port: int, newline: str,
+    before: list[str],
+    after: list[str],
+    template: str,
+    prefix: str,
+    job: str,
+    host: str,
+    port: int,
+    newline: str,
 ) -> None:
     user = prefix + job
     line = template.format(user=user, host=host, port=port)
@@ -73,7 +83,7 @@ def test_endpoint_line_is_found_among_random_noise(
 @given(data=st.binary(max_size=4096), cuts=st.lists(st.integers(0, 4096), max_size=8))
 def test_arbitrary_bytes_never_raise_and_any_chunking_agrees(data: bytes, cuts: list[int]) -> None:
     bounds = sorted({0, len(data), *(c % (len(data) + 1) for c in cuts)})
-    chunks = [data[a:b] for a, b in zip(bounds, bounds[1:], strict=False)]
+    chunks = [data[a:b] for a, b in itertools.pairwise(bounds)]
     assert run(chunks) == run([data])
 
 
@@ -105,7 +115,7 @@ def test_any_split_of_a_log_gives_the_same_findings(
 ) -> None:
     data = "\r\n".join(lines).encode(encoding)
     bounds = sorted({0, len(data), *(c % (len(data) + 1) for c in cuts)})
-    chunks = [data[a:b] for a, b in zip(bounds, bounds[1:], strict=False)]
+    chunks = [data[a:b] for a, b in itertools.pairwise(bounds)]
     assert run(chunks) == run([data])
     one_byte_at_a_time = [data[i : i + 1] for i in range(len(data))]
     assert run(one_byte_at_a_time) == run([data])
