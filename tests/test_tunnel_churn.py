@@ -156,3 +156,51 @@ def test_socks5_dynamic_forward_reaches_echo(sshd: SshServer, tmp_path: Path) ->
                 await t.end()
 
         run(main(), 60)
+
+
+def test_open_cancelled_midway_closes_the_channel(sshd: SshServer, tmp_path: Path) -> None:
+    """asyncssh #823: cancelling an open leaves the channel open once the server
+    confirms it. The engine's guarded open closes it instead."""
+    with echo_server() as echo:
+
+        async def main() -> None:
+            t = make_tunnel(sshd, [f"0:127.0.0.1:{echo}"], tmp_path)
+            await t.start()
+            try:
+                await t.wait_for(is_up, 15)
+                link = t._link
+                assert link is not None
+                conn = link.conn
+
+                async def settle() -> int:
+                    await asyncio.sleep(0.5)
+                    return channel_count(t)
+
+                # Control: the bare asyncssh call, cancelled mid-open (for the record).
+                for _ in range(20):
+                    bare = asyncio.ensure_future(conn.open_connection("127.0.0.1", echo))
+                    await asyncio.sleep(0)
+                    bare.cancel()
+                leaked_bare = await settle()
+                print(f"bare open_connection cancelled mid-open: {leaked_bare} channels left")
+                for chan in list(conn._channels.values()):  # type: ignore[attr-defined]
+                    chan.close()
+                deadline = time.monotonic() + 10
+                while channel_count(t) and time.monotonic() < deadline:
+                    await asyncio.sleep(0.05)
+                assert channel_count(t) == 0
+
+                for _ in range(20):
+                    guarded = asyncio.ensure_future(
+                        Tunnel._open_guarded(link, ("127.0.0.1", echo), ("127.0.0.1", 0))
+                    )
+                    await asyncio.sleep(0)
+                    guarded.cancel()
+                deadline = time.monotonic() + 10
+                while channel_count(t) and time.monotonic() < deadline:
+                    await asyncio.sleep(0.05)
+                assert channel_count(t) == 0
+            finally:
+                await t.end()
+
+        run(main(), 60)
