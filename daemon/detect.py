@@ -380,7 +380,7 @@ class Detector:
 
     def _user_offsets(self, block: bytes) -> list[int]:
         """Where usernames may be: the first hit on each line that has one."""
-        offsets = []
+        offsets: list[int] = []
         pos = 0
         while True:
             if self._literal is None:
