@@ -632,8 +632,10 @@ class Tunnel:
         try:
             await self._serve(fwd, reader, writer)
         except asyncio.CancelledError:
+            # Only _shutdown cancels these. Not re-raised: on 3.11 the done-callback
+            # start_server attaches calls task.exception(), which raises (and gets
+            # logged as an error) for a cancelled task.
             writer.transport.abort()
-            raise
         except (OSError, asyncssh.Error) as exc:
             log.debug("%s: client ended: %s", self.name, exc)
         except Exception:

@@ -25,12 +25,19 @@ def run(coro: Coroutine[Any, Any, T], timeout: float = 60.0, loop: str = "asynci
     """Run an async test body with a hard time bound (no pytest-asyncio here);
     ``loop`` is "asyncio" or "uvloop"."""
 
+    errors: list[dict[str, Any]] = []
+
     async def bounded() -> T:
+        # Errors the loop would only log (callbacks, unretrieved task exceptions) fail
+        # the test instead of scrolling by.
+        asyncio.get_running_loop().set_exception_handler(lambda _loop, ctx: errors.append(ctx))
         async with asyncio.timeout(timeout):
             return await coro
 
     with asyncio.Runner(loop_factory=event_loop_factory(loop)) as runner:
-        return runner.run(bounded())
+        result = runner.run(bounded())
+    assert not errors, [e.get("message") for e in errors]
+    return result
 
 
 @pytest.fixture
