@@ -249,3 +249,49 @@ def test_backpressure_both_ways(sshd: SshServer, tmp_path: Path) -> None:
                 await t.end()
 
         run(main(), 110)
+
+
+def test_stop_releases_ports_and_start_resumes_on_them(sshd: SshServer, tmp_path: Path) -> None:
+    with echo_server() as echo:
+
+        async def main() -> None:
+            t = make_tunnel(sshd, [f"0:127.0.0.1:{echo}"], tmp_path)
+            await t.start()
+            try:
+                await t.wait_for(is_up, 15)
+                port = local_port(t)
+                await t.stop()
+                st = t.status()
+                assert st.state == "stopped" and st.forwards[0].local_port is None
+                assert t.connection is None
+                with pytest.raises(OSError):
+                    await asyncio.open_connection("127.0.0.1", port)
+                await t.start()
+                await t.wait_for(is_up, 15)
+                assert local_port(t) == port
+                assert await roundtrip(port, b"resumed") == b"resumed"
+            finally:
+                await t.end()
+
+        run(main(), 40)
+
+
+def test_gives_up_after_unreachable_too_long(sshd: SshServer, tmp_path: Path) -> None:
+    sshd.stop()
+
+    async def main() -> None:
+        opts = fast_options(sshd, give_up_after=2.0, hold_seconds=30.0)
+        t = make_tunnel(sshd, ["0:127.0.0.1:9"], tmp_path, options=opts)
+        await t.start()
+        port = local_port(t)
+        held = asyncio.ensure_future(roundtrip(port, b"never", timeout=20))
+        st = await t.wait_for(lambda st: st.state == "ended", 10)
+        assert "too long" in (st.last_error or "")
+        assert st.forwards[0].local_port is None
+        # The held client is let go when the tunnel ends, not after the full hold time.
+        assert await asyncio.wait_for(held, 5) == b""
+        attempts = t.connect_attempts
+        await asyncio.sleep(1)
+        assert t.connect_attempts == attempts
+
+    run(main(), 40)
