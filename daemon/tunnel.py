@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import asyncssh
+from asyncssh.encryption import get_encryption_algs
 
 from . import paths
 from .auth import KeyLoader, PassphraseCallback, auth_options
@@ -98,6 +99,12 @@ class TunnelOptions:
             raise ValueError("connect_timeout must be > 0 and hold_seconds >= 0")
         if not self.ciphers:
             raise ValueError("ciphers is empty")
+        known = {alg.decode("ascii") for alg in get_encryption_algs()}
+        unknown = [c for c in self.ciphers if c not in known]
+        if unknown:
+            raise ValueError(
+                f"unknown cipher(s) {', '.join(unknown)}; supported: {', '.join(sorted(known))}"
+            )
         self.policy()  # validates the reconnect fields
 
     def policy(self) -> ReconnectPolicy:

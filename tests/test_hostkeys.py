@@ -166,6 +166,7 @@ def test_tunnel_options_defaults_and_validation() -> None:
         {"initial_delay": 0},
         {"keepalive_count_max": 0},
         {"ciphers": ()},
+        {"ciphers": ("aes128-gcm@openssh.com", "rot13")},
     ):
         with pytest.raises(ValueError):
             TunnelOptions(**bad)  # type: ignore[arg-type]
