@@ -360,6 +360,10 @@ class Tunnel:
     # -- public API ------------------------------------------------------------------
 
     @property
+    def endpoint(self) -> tuple[str, str, int]:
+        return (self.user, self.host, self.port)
+
+    @property
     def state(self) -> State:
         return self._machine.state
 
@@ -532,7 +536,7 @@ class Tunnel:
             client_box.append(client)
             return client
 
-        log.info("%s: connecting", self.name)
+        log.debug("%s: connecting", self.name)
         conn = await asyncssh.connect(
             self.host,
             self.port,
