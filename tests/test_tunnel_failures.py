@@ -185,3 +185,16 @@ def test_refused_while_sshd_down_then_up(sshd: SshServer, tmp_path: Path) -> Non
             await t.end()
 
     run(main(), 40)
+
+
+def test_missing_sshd_fails_under_ci_and_skips_otherwise(monkeypatch: pytest.MonkeyPatch) -> None:
+    import conftest
+    import sshd_server
+
+    monkeypatch.setattr(sshd_server, "SSHD", "/nonexistent/sshd")
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception):
+        conftest.require_sshd()
+    monkeypatch.setenv("CI", "false")
+    with pytest.raises(pytest.skip.Exception):
+        conftest.require_sshd()
