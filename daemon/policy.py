@@ -84,7 +84,10 @@ def describe_error(kind: ErrorKind, detail: str = "") -> str:
             f"Job Settings (SSH public key) for this job{tail}"
         )
     if kind is ErrorKind.HOST_KEY_CHANGED:
-        return f"Host key changed: refusing to connect{tail}"
+        return (
+            f"Host key changed: refusing to connect{tail}. If this job's cluster was "
+            "rebuilt, accept the new key in jobtunnel; otherwise do not connect"
+        )
     if kind is ErrorKind.LOST:
         return f"Connection lost{tail}"
     return f"SSH error{tail}"
