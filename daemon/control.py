@@ -52,6 +52,7 @@ __all__ = [
     "default_path",
     "default_transport",
     "request_sync",
+    "transport_kind",
 ]
 
 log = logging.getLogger(__name__)
@@ -96,6 +97,17 @@ class Event:
 
 def default_transport() -> TransportKind:
     return "tcp" if os.name == "nt" else "unix"
+
+
+def transport_kind(name: str | None) -> TransportKind:
+    """``"unix"`` or ``"tcp"``; None or ``"auto"`` pick the platform's (the config's words)."""
+    if name is None or name == "auto":
+        return default_transport()
+    if name == "unix":
+        return "unix"
+    if name == "tcp":
+        return "tcp"
+    raise ValueError(f'control transport must be "auto", "unix" or "tcp", not {name!r}')
 
 
 def default_path(transport: TransportKind) -> Path:
@@ -214,11 +226,11 @@ class ControlServer:
         self,
         handlers: Mapping[str, Handler],
         *,
-        transport: TransportKind | None = None,
+        transport: str | None = None,
         path: Path | None = None,
         queue_size: int = 256,
     ) -> None:
-        self.transport: TransportKind = transport or default_transport()
+        self.transport = transport_kind(transport)
         self.path = Path(path) if path is not None else default_path(self.transport)
         self._handlers = dict(handlers)
         self._queue_size = queue_size
@@ -494,12 +506,12 @@ class ControlClient:
     def __init__(
         self,
         path: Path | None = None,
-        transport: TransportKind | None = None,
+        transport: str | None = None,
         *,
         timeout: float | None = 30.0,
         max_events: int = 1000,
     ) -> None:
-        self.transport: TransportKind = transport or default_transport()
+        self.transport = transport_kind(transport)
         self.path = Path(path) if path is not None else default_path(self.transport)
         self.timeout = timeout
         self._reader: asyncio.StreamReader | None = None
@@ -673,7 +685,7 @@ def call_sync(
     args: Mapping[str, Any] | None = None,
     *,
     path: Path | None = None,
-    transport: TransportKind | None = None,
+    transport: str | None = None,
     timeout: float | None = 30.0,
 ) -> Any:
     """One request from synchronous code (the CLI); not for use inside a running loop."""

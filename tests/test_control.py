@@ -28,6 +28,7 @@ from jobtunnel.daemon.control import (
     TransportKind,
     call_sync,
     default_path,
+    transport_kind,
 )
 
 pytestmark = pytest.mark.timeout(30)
@@ -126,6 +127,10 @@ def test_default_locations(isolated_home: Path) -> None:
     assert default_path("unix").name == "control.sock"
     assert default_path("tcp") == default_path("unix").with_name("control.json")
     assert str(default_path("unix")).startswith(str(isolated_home))
+    assert transport_kind("auto") == transport_kind(None) == ("tcp" if os.name == "nt" else "unix")
+    assert transport_kind("tcp") == "tcp"
+    with pytest.raises(ValueError, match="auto"):
+        ControlServer(HANDLERS, transport="pipe")
 
 
 @pytest.mark.parametrize("transport", BOTH)
