@@ -131,16 +131,19 @@ def _private_dir(folder: Path) -> None:
 
 def _peer_creds(sock: Any) -> tuple[int | None, int | None]:
     """(pid, uid) of a Unix socket peer, None where the system cannot say."""
-    if hasattr(socket, "SO_PEERCRED"):
-        raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-        pid, uid, _gid = struct.unpack("3i", raw)
-        return pid, uid
-    if sys.platform == "darwin" or "bsd" in sys.platform:
-        # LOCAL_PEERCRED (0x001) at level SOL_LOCAL (0) gives a struct xucred that starts
-        # with (u_int version, uid_t uid). Untested here: no such machine in CI.
-        raw = sock.getsockopt(0, 0x001, 76)
-        _version, uid = struct.unpack_from("=Ii", raw)
-        return None, uid
+    try:
+        if hasattr(socket, "SO_PEERCRED"):
+            raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+            pid, uid, _gid = struct.unpack("3i", raw)
+            return pid, uid
+        if sys.platform == "darwin" or "bsd" in sys.platform:
+            # LOCAL_PEERCRED (0x001) at level SOL_LOCAL (0) gives a struct xucred that
+            # starts with (u_int version, uid_t uid). Untested: no such machine in CI.
+            raw = sock.getsockopt(0, 0x001, 76)
+            _version, uid = struct.unpack_from("=Ii", raw)
+            return None, uid
+    except (OSError, AttributeError, struct.error) as exc:
+        log.debug("cannot read the control peer's credentials: %s", exc)
     return None, None
 
 
@@ -369,6 +372,7 @@ class ControlServer:
     async def _admit(self, conn: _Conn) -> bool:
         if self.transport == "unix":
             pid, uid = _peer_creds(conn.writer.get_extra_info("socket"))
+            conn.peer = f"pid {pid}" if pid is not None else conn.peer
             if uid != os.getuid():
                 log.warning(
                     "refused control connection from pid %s uid %s (the daemon runs as uid %d)",
@@ -644,9 +648,10 @@ class ControlClient:
         if "event" in msg:
             self._queue_event(Event(str(msg["event"]), msg.get("data")))
             return None
-        fut = self._pending.get(msg.get("id"))  # type: ignore[arg-type]
+        rid = msg.get("id")
+        fut = self._pending.get(rid) if isinstance(rid, int) else None
         if fut is None:
-            if msg.get("id") is None and msg.get("ok") is False:
+            if rid is None and msg.get("ok") is False:
                 return str(msg.get("error"))
             return None
         if fut.done():

@@ -99,8 +99,10 @@ async def ask(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, line: 
     return json.loads(await reader.readline())
 
 
-@pytest.mark.parametrize("transport", BOTH)
-def test_round_trip_files_and_cleanup(tmp_path: Path, transport: TransportKind) -> None:
+@pytest.mark.parametrize(
+    ("transport", "loop"), [("unix", "asyncio"), ("tcp", "asyncio"), ("unix", "uvloop")]
+)
+def test_round_trip_files_and_cleanup(tmp_path: Path, transport: TransportKind, loop: str) -> None:
     path = where(tmp_path, transport)
 
     async def body() -> None:
@@ -120,7 +122,7 @@ def test_round_trip_files_and_cleanup(tmp_path: Path, transport: TransportKind) 
                 assert await client.request("echo") == {}  # still usable
         assert not path.exists()
 
-    run(body())
+    run(body(), loop=loop)
 
 
 def test_default_locations(isolated_home: Path) -> None:
