@@ -262,6 +262,20 @@ class TunnelMachine:
         self._next_attempt = now
         return False
 
+    def client_waiting(self, now: float, within: float) -> bool:
+        """A local client is being held for the link: bring the next attempt forward to
+        no later than ``now + within``, so a long backoff after a flapping link cannot
+        outlast the hold time. Held clients thus cause at most one attempt per
+        ``within`` seconds. Returns True if the schedule moved (wake the driver)."""
+        if not self.live or self.state is State.UP or self.attempting:
+            return False
+        if self._next_attempt is None:  # not retrying (changed host key): clients wait
+            return False
+        if self._next_attempt <= now + within:
+            return False
+        self._next_attempt = now + within
+        return True
+
     def stop(self, now: float) -> bool:
         """Pause: no attempts until :meth:`start`."""
         if self.state in (State.STOPPED, State.ENDED):

@@ -62,6 +62,8 @@ DEFAULT_CIPHERS: tuple[str, ...] = (
 MAX_BIND_ATTEMPTS = 1000
 # A SOCKS client that has not finished its handshake by then is not going to.
 SOCKS_HANDSHAKE_TIMEOUT = 30.0
+# Held clients never pull connection attempts closer together than this.
+HELD_RETRY_FLOOR = 1.0
 READ_SIZE = 1 << 16
 STREAM_LIMIT = 1 << 18
 
@@ -735,6 +737,8 @@ class Tunnel:
                         _hostport(*orig),
                     )
                     return None
+                if self._machine.client_waiting(time.monotonic(), self._hold_retry_within()):
+                    self._wake.set()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._link_up.wait(), remaining)
                 continue
@@ -751,6 +755,11 @@ class Tunnel:
                 chan_writer.close()
                 return None
             return link, chan_reader, chan_writer
+
+    def _hold_retry_within(self) -> float:
+        # A third of the hold time leaves room for two more attempts before it expires;
+        # the floor keeps a stream of held clients from driving attempts in a tight loop.
+        return max(HELD_RETRY_FLOOR, self.options.hold_seconds / 3)
 
     @staticmethod
     async def _open_guarded(

@@ -243,3 +243,20 @@ def test_port_candidates_are_unique_and_cover_range(
     assert len(got) == len(set(got))
     assert set(range(low, high + 1)) <= set(got)
     assert got[0] == (sticky or wanted)
+
+
+def test_held_client_brings_a_long_backoff_forward_but_not_a_refused_key() -> None:
+    m = machine(rand=1.0, initial_delay=30.0, max_delay=30.0)
+    m.start(0.0)
+    m.attempt_started(0.0)
+    m.connected(0.0)
+    m.connection_lost(10.0)
+    assert m.next_attempt_at == 40.0
+    assert m.client_waiting(11.0, within=10.0)
+    assert m.next_attempt_at == 21.0
+    assert not m.client_waiting(12.0, within=10.0)  # already soon enough
+    m.attempt_started(21.0)
+    assert not m.client_waiting(21.5, within=10.0)  # one attempt at a time
+    m.attempt_failed(22.0, ErrorKind.HOST_KEY_CHANGED, "x")
+    assert not m.client_waiting(23.0, within=10.0)
+    assert m.next_attempt_at is None

@@ -295,3 +295,28 @@ def test_gives_up_after_unreachable_too_long(sshd: SshServer, tmp_path: Path) ->
         assert t.connect_attempts == attempts
 
     run(main(), 40)
+
+
+def test_held_client_shortens_a_long_backoff(sshd: SshServer, tmp_path: Path) -> None:
+    """Backoff 10 s (no jitter), hold 9 s: without pulling the retry forward the held
+    client would be closed before the next attempt."""
+    with echo_server() as echo:
+
+        async def main() -> None:
+            opts = fast_options(sshd, initial_delay=10.0, max_delay=10.0, hold_seconds=9.0)
+            t = make_tunnel(sshd, [f"0:127.0.0.1:{echo}"], tmp_path, options=opts, rand=lambda: 1.0)
+            await t.start()
+            try:
+                await t.wait_for(is_up, 15)
+                port = local_port(t)
+                sshd.stop()
+                st = await t.wait_for(lambda st: st.state == "reconnecting", 15)
+                assert st.next_attempt_in is not None and st.next_attempt_in > 8
+                sshd.start()
+                t0 = time.monotonic()
+                assert await roundtrip(port, b"soon", timeout=20) == b"soon"
+                print(f"held client served after {time.monotonic() - t0:.2f} s (backoff 10 s)")
+            finally:
+                await t.end()
+
+        run(main(), 40)
