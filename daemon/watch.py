@@ -27,7 +27,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.events import (
+    DirCreatedEvent,
+    DirDeletedEvent,
+    DirMovedEvent,
+    FileAttribEvent,
+    FileClosedEvent,
+    FileCreatedEvent,
+    FileDeletedEvent,
+    FileModifiedEvent,
+    FileMovedEvent,
+    FileSystemEvent,
+    FileSystemEventHandler,
+)
 from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver, ObservedWatch
 from watchdog.observers.polling import PollingObserver
@@ -51,6 +63,21 @@ _OPEN_FLAGS = (
 )
 
 Ident = tuple[int, int]
+
+# Leaving out opens and read-only closes keeps our own reads (and, on a watched parent such
+# as the home folder, everyone else's) from waking the observer at all.
+_FOLDER_EVENTS: list[type[FileSystemEvent]] = [
+    FileCreatedEvent,
+    FileModifiedEvent,
+    FileAttribEvent,
+    FileClosedEvent,
+    FileMovedEvent,
+    FileDeletedEvent,
+    DirCreatedEvent,
+    DirMovedEvent,
+    DirDeletedEvent,
+]
+_PARENT_EVENTS: list[type[FileSystemEvent]] = [DirCreatedEvent, DirMovedEvent]
 
 
 @dataclass(frozen=True)
@@ -214,7 +241,7 @@ class LogWatcher:
 
     @property
     def mode(self) -> str:
-        """``"inotify"`` (Linux), ``"native"`` (other OS notification APIs) or ``"polling"``."""
+        """``"inotify"`` (Linux), ``"native"`` (other OS APIs), ``"polling"``, or ``"stopped"``."""
         if self._polling or isinstance(self._observer, PollingObserver):
             return "polling"
         if self._observer is not None and "Inotify" in type(self._observer).__name__:
@@ -278,15 +305,15 @@ class LogWatcher:
         Returns what was done, or None when all was well. Watches on folders that vanished
         or came back are re-armed by the worker soon after.
         """
-        observer = self._observer
-        if observer is None or self._loop is None:
+        if self._loop is None:
             return None
         for root in self._roots:
             armed = self._armed.get(root)
             if armed is None or not self._emitter_alive(armed.watch):
                 self._dirty_dirs.add(root)
                 self._wake.set()
-        if observer.is_alive():
+        observer = self._observer
+        if observer is not None and observer.is_alive():
             return None
         logger.warning("watch observer thread died; restarting it")
         try:
@@ -348,7 +375,10 @@ class LogWatcher:
         if ident is not None:
             try:
                 watch = observer.schedule(
-                    _Forwarder(self._from_observer), str(root), recursive=self._recursive
+                    _Forwarder(self._from_observer),
+                    str(root),
+                    recursive=self._recursive,
+                    event_filter=_FOLDER_EVENTS,
                 )
             except OSError as exc:
                 if exc.errno in _LIMIT_ERRNOS:
@@ -364,7 +394,9 @@ class LogWatcher:
             # Watch the parent so that a re-created folder is noticed promptly.
             try:
                 self._parent_watches[root] = observer.schedule(
-                    _Forwarder(self._from_observer, dirs_only=True), str(root.parent)
+                    _Forwarder(self._from_observer, dirs_only=True),
+                    str(root.parent),
+                    event_filter=_PARENT_EVENTS,
                 )
             except OSError as exc:
                 if exc.errno in _LIMIT_ERRNOS:
