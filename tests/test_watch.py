@@ -158,6 +158,27 @@ def test_existing_files_read_at_start_then_only_appended_bytes(folder: Path) -> 
     assert {u.path.name for u in updates.all} == {"job.log", "Results.CSV"}
 
 
+def test_symlinked_folder_is_watched_at_its_target(tmp_path: Path) -> None:
+    # watchdog does not follow a symlinked watch root by default: it would see no events.
+    real = tmp_path / "real"
+    real.mkdir()
+    link = tmp_path / "link"
+    link.symlink_to(real, target_is_directory=True)
+    updates = Updates()
+
+    async def main() -> None:
+        watcher = watcher_for(link, updates)
+        await watcher.start()
+        try:
+            assert watcher.folders == (real.resolve(),)
+            (link / "job.log").write_bytes(b"via link\n")
+            await updates.content_is(real.resolve() / "job.log", b"via link\n")
+        finally:
+            await watcher.stop()
+
+    run(main())
+
+
 def test_missing_folder_is_created(folder: Path) -> None:
     async def body(watcher: LogWatcher, updates: Updates) -> None:
         assert folder.is_dir()
