@@ -390,6 +390,9 @@ class LogWatcher:
                 if parent_watch is not None:
                     _unschedule(observer, parent_watch)
                 return
+        stale = self._parent_watches.get(root)
+        if stale is not None and not self._emitter_alive(stale):
+            _unschedule(observer, self._parent_watches.pop(root))
         if root not in self._parent_watches:
             # Watch the parent so that a re-created folder is noticed promptly.
             try:
@@ -414,6 +417,8 @@ class LogWatcher:
             logger.warning("watched folder %s disappeared; waiting for it to come back", root)
         elif ident is not None and armed is None:
             logger.info("watched folder %s is back; watching it again", root)
+        elif ident is not None and armed is not None:
+            logger.info("watched folder %s was replaced or lost its watch; re-arming", root)
         try:
             self._arm(root, ident)
         except OSError as exc:
