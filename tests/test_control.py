@@ -378,13 +378,13 @@ def test_not_running(tmp_path: Path) -> None:
         s.close()
         with pytest.raises(DaemonNotRunning, match="nothing listens"):
             await ControlClient(sock_path, "unix").connect()
-        dead = socket.socket()
-        dead.bind(("127.0.0.1", 0))
-        port = dead.getsockname()[1]
-        dead.close()
-        json_path.write_text(json.dumps({"port": port, "token": "t"}))
-        with pytest.raises(DaemonNotRunning):
-            await ControlClient(json_path, "tcp").connect()
+        # Bound but not listening: refused, and no other process can take the port.
+        with socket.socket() as dead:
+            dead.bind(("127.0.0.1", 0))
+            port = dead.getsockname()[1]
+            json_path.write_text(json.dumps({"port": port, "token": "t"}))
+            with pytest.raises(DaemonNotRunning):
+                await ControlClient(json_path, "tcp").connect()
         # A new daemon takes over the stale socket; a second one is refused.
         async with serving(sock_path, "unix"):
             with pytest.raises(ControlError, match="another jobtunnel daemon"):
