@@ -28,6 +28,7 @@ import logging
 import os
 import secrets
 import socket
+import stat
 import struct
 import sys
 import tempfile
@@ -126,6 +127,10 @@ def _error(rid: int | None, words: str) -> bytes:
 def _private_dir(folder: Path) -> None:
     folder.mkdir(mode=0o700, parents=True, exist_ok=True)
     if os.name == "posix":
+        mode = folder.stat().st_mode
+        if mode & (stat.S_ISVTX | stat.S_IWOTH):
+            # A shared folder such as /tmp: making it 0700 would break everyone else.
+            raise ControlError(f"{folder} is shared with other users; use a private folder")
         os.chmod(folder, 0o700)
 
 
@@ -238,7 +243,6 @@ class ControlServer:
         self._handlers = dict(handlers)
         self._queue_size = queue_size
         self._server: asyncio.Server | None = None
-        self._conns: set[_Conn] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._subscribers: set[_Conn] = set()
         self._token = ""
@@ -253,8 +257,14 @@ class ControlServer:
                 await self._start_unix()
             else:
                 await self._start_tcp()
-        except OSError as exc:
-            raise ControlError(f"cannot listen on {self.path}: {exc.strerror or exc}") from exc
+        except BaseException as exc:
+            if self._server is not None:
+                self._server.close()
+                self._server = None
+            if isinstance(exc, OSError):
+                reason = exc.strerror or str(exc)
+                raise ControlError(f"cannot listen on {self.path}: {reason}") from exc
+            raise
         log.info("control API listening (%s) at %s", self.transport, self.path)
 
     async def _start_unix(self) -> None:

@@ -15,6 +15,7 @@ import errno
 import json
 import logging
 import os
+import stat
 import tempfile
 import time
 from collections.abc import Iterator
@@ -433,7 +434,10 @@ class Store:
         tmp: str | None = None
         try:
             folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-            if os.name == "posix" and folder.stat().st_mode & 0o077:
+            mode = folder.stat().st_mode
+            # Never tighten a shared folder such as /tmp (a test or an odd setting may
+            # point here): that would break everyone else.
+            if os.name == "posix" and mode & 0o077 and not mode & (stat.S_ISVTX | 0o002):
                 os.chmod(folder, 0o700)
             # mkstemp creates the file 0600 whatever the umask.
             fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=folder)

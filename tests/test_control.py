@@ -484,3 +484,17 @@ def _read_all(fd: int) -> bytes:
         out += chunk
     os.close(fd)
     return out
+
+
+def test_shared_folder_is_refused_not_tightened(tmp_path: Path) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)
+
+    async def body() -> None:
+        with pytest.raises(ControlError, match="shared with other users"):
+            await ControlServer(HANDLERS, transport="unix", path=shared / "c.sock").start()
+
+    run(body())
+    assert stat.S_IMODE(shared.stat().st_mode) == 0o1777
+    assert list(shared.iterdir()) == []

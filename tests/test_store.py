@@ -224,3 +224,12 @@ def test_resolve_names() -> None:
             s.resolve(bad)
     with pytest.raises(LookupError):
         s.resolve("nobody@nowhere")
+
+
+def test_shared_folder_is_not_tightened(tmp_path: Path) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)
+    Store(shared / "state.json").save(sample())
+    assert stat.S_IMODE(shared.stat().st_mode) == 0o1777
+    assert stat.S_IMODE((shared / "state.json").stat().st_mode) == 0o600
