@@ -7,6 +7,7 @@ status: 0 done, 1 something needs the user (a broken config), 2 bad input or usa
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import logging
 import os
@@ -15,7 +16,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from jobtunnel.daemon import __version__, paths
 from jobtunnel.daemon.config import (
@@ -26,6 +27,7 @@ from jobtunnel.daemon.config import (
     render_toml,
 )
 from jobtunnel.daemon.detect import Detector, Endpoint, EndpointSet, Rejection
+from jobtunnel.daemon.logs import setup_logging
 
 __all__ = ["main"]
 
@@ -41,6 +43,9 @@ examples:
   jobtunnel scan --json ~/JobLogs/*.log            the same, one JSON object per line
   jobtunnel config init                            write the commented default config
   jobtunnel config check                           validate it (file, line and key of errors)
+  jobtunnel run                                    the daemon (the login service runs it)
+  jobtunnel status                                 every cluster and tunnel, with its state
+  jobtunnel reconnect qpWia                        reconnect job qpWia's tunnel now
 
 Files: the config is {config}
 (override with --config or JOBTUNNEL_CONFIG).
@@ -229,6 +234,140 @@ def cmd_config_init(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- the daemon and talking to it -------------------------------------------------------
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    config, path = _load(args)
+    log_path = setup_logging(verbose=args.verbose, to_file=True)
+    # Imported here: the daemon's dependencies (asyncssh, watchdog, APScheduler) would
+    # slow down every other command.
+    from jobtunnel.daemon.instance import AlreadyRunning
+    from jobtunnel.daemon.service import Service
+    from jobtunnel.daemon.tunnel import install_event_loop
+
+    loop_name = install_event_loop(config.daemon.event_loop)
+    log.info("config %s, log %s, event loop %s", path, log_path, loop_name)
+
+    async def serve() -> None:
+        await Service(config, args.config).run()
+
+    try:
+        asyncio.run(serve())
+    except AlreadyRunning as exc:
+        raise Fail(str(exc), 1) from None
+    return 0
+
+
+def _call(args: argparse.Namespace, cmd: str, **params: Any) -> Any:
+    from jobtunnel.daemon.control import ControlError, call_sync
+
+    try:
+        transport = load_config(args.config)[0].daemon.control
+    except ConfigError:
+        # The running daemon keeps the config it loaded; a broken file must not cut the
+        # user off from it.
+        print(
+            "jobtunnel: warning: the config file has errors (`jobtunnel config check`)",
+            file=sys.stderr,
+        )
+        transport = "auto"
+    try:
+        return call_sync(cmd, params, transport=transport)
+    except ControlError as exc:
+        raise Fail(str(exc), 1) from None
+
+
+def _ago(epoch: float | None) -> str:
+    if not epoch:
+        return "-"
+    seconds = max(0, int(time.time() - epoch))
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit} ago"
+    return f"{seconds}s ago"
+
+
+def _forward_words(fwd: dict[str, Any]) -> str:
+    bind = fwd["bind_address"]
+    host = "localhost" if bind in ("127.0.0.1", "::1", "localhost") else bind
+    local = f"{host}:{fwd['local_port']}" if fwd["local_port"] else f"{host}:-"
+    remote = "socks" if fwd["dynamic"] else str(fwd["remote_port"])
+    clients = f", {fwd['clients']} clients" if fwd.get("clients") else ""
+    return f"{local} -> {remote} {fwd['state']}{clients}"
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    status = _call(args, "status")
+    if args.json:
+        print(json.dumps(status, indent=2))
+        return 0
+    daemon = status["daemon"]
+    print(f"jobtunnel {daemon['version']} (pid {daemon['pid']}): {daemon['summary']}")
+    print(f"watching {', '.join(daemon['watch']['folders'])} ({daemon['watch']['mode']})")
+    if daemon.get("save_error"):
+        print(f"warning: {daemon['save_error']}")
+    if not status["endpoints"]:
+        print(
+            "no cluster endpoint yet: download a job log into a watched folder, "
+            "or `jobtunnel add FILE`"
+        )
+        return 0
+    rows = []
+    for ep in status["endpoints"]:
+        forwards = "; ".join(_forward_words(f) for f in ep["forwards"])
+        rows.append(
+            [
+                ep["job_id"] or "-",
+                ep["name"],
+                ep["state"],
+                _ago(ep["since"]),
+                forwards,
+                ep["last_error"] or "",
+            ]
+        )
+    print(_table(rows, ["JOB", "ENDPOINT", "STATE", "SINCE", "FORWARDS", "LAST ERROR"]))
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    records = _call(args, "list")
+    if args.json:
+        print(json.dumps(records, indent=2))
+        return 0
+    rows = [
+        [
+            r["job_id"] or "-",
+            f"{r['user']}@{r['host']}:{r['port']}",
+            r["action"],
+            ", ".join(f"{spec}->{port}" for spec, port in r["ports"].items()),
+            f"{r['source']}:{r['line']}",
+        ]
+        for r in records
+    ]
+    print(
+        _table(rows, ["JOB", "ENDPOINT", "ACTION", "PORTS", "FOUND AT"])
+        if rows
+        else "no endpoint known yet"
+    )
+    return 0
+
+
+def _simple(cmd: str, done: str) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        params = {"name": args.name} if getattr(args, "name", None) else {}
+        if cmd == "add":
+            target = Path(args.target)
+            # The daemon may run with another working directory.
+            params = {"target": str(target.resolve()) if target.exists() else args.target}
+        result = _call(args, cmd, **params)
+        names = result if isinstance(result, list) else [result]
+        print(f"{done}: {', '.join(map(str, names))}" if names else f"{done}: nothing")
+        return 0
+
+    return run
+
+
 # -- parser ----------------------------------------------------------------------------
 
 
@@ -271,6 +410,65 @@ def build_parser() -> argparse.ArgumentParser:
     )
     scan.set_defaults(func=cmd_scan)
 
+    run = sub.add_parser(
+        "run",
+        help="run the daemon in the foreground (what the login service starts)",
+        description=(
+            "Watch the configured folders for job logs, keep tunnels to every detected "
+            "cluster up, and serve the control API that the CLI and the tray use. Logs go "
+            "to stderr and to a rotating file in the user log folder. SIGTERM stops it "
+            "cleanly; SIGHUP reloads the config."
+        ),
+    )
+    run.set_defaults(func=cmd_run)
+
+    status = sub.add_parser("status", help="the daemon and every tunnel, with their state")
+    status.add_argument(
+        "--json", action="store_true", help='one JSON object: {"daemon": {...}, "endpoints": [...]}'
+    )
+    status.set_defaults(func=cmd_status)
+    listing = sub.add_parser("list", help="every known endpoint, forgotten ones included")
+    listing.add_argument("--json", action="store_true", help="as JSON")
+    listing.set_defaults(func=cmd_list)
+
+    add = sub.add_parser(
+        "add",
+        help="add the endpoints of a job log, or USER@HOST[:PORT]",
+        description="Add endpoints by hand; this also brings back a forgotten one.",
+    )
+    add.add_argument("target", metavar="FILE|USER@HOST[:PORT]")
+    add.set_defaults(func=_simple("add", "added"))
+    name_help = "a job id (e.g. qpWia) or user@host:port"
+    for name, helptext, done in (
+        ("connect", "connect an endpoint now (undoes disconnect and pause)", "connecting"),
+        ("disconnect", "close an endpoint's tunnel until connect or a daemon restart", "closed"),
+        (
+            "forget",
+            "close an endpoint's tunnel; ignore it even when its log is read again",
+            "forgotten",
+        ),
+    ):
+        cmd = sub.add_parser(name, help=helptext)
+        cmd.add_argument("name", metavar="NAME", help=name_help)
+        cmd.set_defaults(func=_simple(name, done))
+    for name, helptext, done in (
+        (
+            "reconnect",
+            "reconnect now, skipping the backoff wait (all without NAME)",
+            "reconnecting",
+        ),
+        (
+            "pause",
+            "close tunnels and keep them closed across restarts (all without NAME)",
+            "paused",
+        ),
+        ("resume", "undo pause (all without NAME)", "resumed"),
+    ):
+        cmd = sub.add_parser(name, help=helptext)
+        cmd.add_argument("name", metavar="NAME", nargs="?", help=name_help)
+        cmd.set_defaults(func=_simple(name, done))
+    sub.add_parser("stop", help="stop the daemon").set_defaults(func=_simple("stop", "daemon"))
+
     config = sub.add_parser(
         "config",
         help="find, write, show or validate the config file",
@@ -294,10 +492,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    if args.func is not cmd_run:
+        logging.basicConfig(
+            level=logging.DEBUG if args.verbose else logging.WARNING,
+            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        )
     try:
         status: int = args.func(args)
     except Fail as exc:

@@ -98,6 +98,10 @@ def _event_loop(value: str) -> str | None:
     )
 
 
+def _control(value: str) -> str | None:
+    return None if value in ("auto", "unix", "tcp") else 'must be "auto", "unix" or "tcp"'
+
+
 def _ciphers(values: list[str]) -> str | None:
     return None if values and all(values) else "must be a non-empty list of cipher names"
 
@@ -238,6 +242,28 @@ class DaemonConfig:
 
     event_loop: str = _key(
         "auto", '"auto" (uvloop where installed), "uvloop" or "asyncio".', str, _event_loop
+    )
+    control: str = _key(
+        "auto",
+        'Control API transport: "unix" socket, "tcp" on loopback with a token file, '
+        'or "auto" (unix where available).',
+        str,
+        _control,
+    )
+    probe_interval: float = _key(
+        10,
+        "Seconds between health probes (and checks for a clock jump after sleep).",
+        (int, float),
+        _at_least(1),
+    )
+    rescan_interval: float = _key(
+        60, "Seconds between safety re-scans of the watched folders.", (int, float), _at_least(1)
+    )
+    snapshot_interval: float = _key(
+        300,
+        "Seconds between state snapshots (changes are also saved at once).",
+        (int, float),
+        _at_least(1),
     )
 
 

@@ -299,6 +299,14 @@ class Detector:
         out += self._settle(upto=None)
         return out
 
+    def flush(self) -> list[Finding]:
+        """Settle waiting usernames now, as if their window had passed.
+
+        For a live file that went quiet: the file may grow later, but a username whose
+        address is already known should not wait for lines that may never come.
+        """
+        return self._settle(upto=None)
+
     def _start(self, head: bytes) -> bytes:
         """Pick the encoding from the first bytes (BOM, or NULs of BOM-less UTF-16)."""
         self._started = True

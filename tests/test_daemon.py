@@ -1,0 +1,320 @@
+"""End to end: `jobtunnel run` as a real process, a real sshd, a real folder of logs.
+
+The endpoint's username is the local user (the test sshd can only log in real users), so
+the config sets ``detect.username_pattern`` to it and allows loopback addresses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from services import HTTP_BODY, http_get, http_server
+from sshd_server import SshServer, free_port
+
+TIMEOUT = 20.0
+
+
+@dataclass
+class Env:
+    """An isolated user: home, XDG dirs, config, watched folder."""
+
+    home: Path
+    logs: Path
+    config: Path
+    sshd: SshServer
+    http_port: int
+    vars: dict[str, str]
+
+    def config_text(self, forwards: list[str]) -> str:
+        return f"""
+[detect]
+username_pattern = '{self.sshd.user}'
+allow_private_addresses = true
+[watch]
+folders = ['{self.logs}']
+[ssh]
+identity_files = ['{self.sshd.client_key}']
+keepalive_interval = 1
+connect_timeout = 5
+use_ssh_config = false
+[tunnels]
+forwards = {json.dumps(forwards)}
+hold_seconds = 10
+[reconnect]
+initial_delay = 0.1
+max_delay = 1
+[daemon]
+probe_interval = 1
+rescan_interval = 2
+"""
+
+    def cli(self, *args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "jobtunnel.daemon", *args],
+            capture_output=True,
+            text=True,
+            env=self.vars,
+            timeout=timeout,
+            check=False,
+        )
+
+    def status(self) -> dict[str, Any]:
+        result = self.cli("status", "--json")
+        assert result.returncode == 0, result.stderr
+        return json.loads(result.stdout)  # type: ignore[no-any-return]
+
+    def log_line(self, port: int | None = None) -> str:
+        port = port or self.sshd.port
+        return f"You can ssh to the cluster: ssh -p {port} {self.sshd.user}@127.0.0.1\n"
+
+
+@pytest.fixture
+def env(tmp_path: Path, sshd: SshServer) -> Iterator[Env]:
+    home = tmp_path / "user"
+    home.mkdir()
+    variables = dict(os.environ)
+    for var in ("JOBTUNNEL_CONFIG", "SSH_AUTH_SOCK", "NOTIFY_SOCKET", "XDG_RUNTIME_DIR"):
+        variables.pop(var, None)
+    variables.update(
+        HOME=str(home),
+        XDG_CONFIG_HOME=str(home / ".config"),
+        XDG_STATE_HOME=str(home / ".local" / "state"),
+        XDG_DATA_HOME=str(home / ".local" / "share"),
+        XDG_RUNTIME_DIR=str(home / "run"),
+    )
+    (home / "run").mkdir(mode=0o700)
+    with http_server() as http_port:
+        e = Env(
+            home,
+            home / "JobLogs",
+            home / ".config" / "jobtunnel" / "config.toml",
+            sshd,
+            http_port,
+            variables,
+        )
+        e.config.parent.mkdir(parents=True)
+        e.config.write_text(e.config_text([f"{free_port()}:127.0.0.1:{http_port}"]))
+        yield e
+
+
+class Daemon:
+    def __init__(self, env: Env) -> None:
+        self.env = env
+        self.log = env.home / f"daemon-{time.monotonic_ns()}.log"
+        with self.log.open("wb") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "jobtunnel.daemon", "run"],
+                env=env.vars,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+
+    def wait_ready(self) -> None:
+        wait_for(
+            lambda: self.env.cli("status", "--json").returncode == 0 or self.dead(),
+            "the control API",
+        )
+        assert not self.dead(), self.text()
+
+    def dead(self) -> bool:
+        return self.proc.poll() is not None
+
+    def text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def kill(self, sig: int = signal.SIGKILL) -> int:
+        self.proc.send_signal(sig)
+        return self.proc.wait(10)
+
+
+@pytest.fixture
+def daemons(env: Env) -> Iterator[Callable[[], Daemon]]:
+    started: list[Daemon] = []
+
+    def start() -> Daemon:
+        daemon = Daemon(env)
+        started.append(daemon)
+        daemon.wait_ready()
+        return daemon
+
+    yield start
+    for daemon in started:
+        if not daemon.dead():
+            daemon.kill()
+
+
+def wait_for(predicate: Callable[[], object], what: str, timeout: float = TIMEOUT) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def endpoint_up(env: Env, port: int | None = None) -> dict[str, Any] | None:
+    for ep in env.status()["endpoints"]:
+        if ep["port"] == (port or env.sshd.port) and ep["state"] == "up":
+            return ep  # type: ignore[no-any-return]
+    return None
+
+
+def get(port: int) -> bytes:
+    return asyncio.run(http_get(port, timeout=10))
+
+
+def refused(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(2)
+        return s.connect_ex(("127.0.0.1", port)) != 0
+
+
+def chrome_download(folder: Path, name: str, text: str) -> None:
+    """Chrome's sequence: hidden temp file, .crdownload written in pieces, then a rename."""
+    folder.mkdir(parents=True, exist_ok=True)
+    hidden = folder / ".com.google.Chrome.aB3xYz"
+    hidden.write_bytes(b"")
+    partial = folder / f"{name}.crdownload"
+    hidden.rename(partial)
+    with partial.open("ab") as out:
+        for i in range(0, len(text), 16):
+            out.write(text[i : i + 16].encode())
+            out.flush()
+    partial.rename(folder / name)
+
+
+@pytest.mark.timeout(180)
+def test_chrome_download_to_tunnel_then_kill9_restart_then_forget(
+    env: Env, daemons: Callable[[], Daemon]
+) -> None:
+    daemon = daemons()
+    assert (env.logs).is_dir()  # created on first run
+    started = time.monotonic()
+    chrome_download(env.logs, "job_logs.tsv", "11/24/2026 9:06:10 AM\tINFO\t1\t" + env.log_line())
+    ep = wait_for(lambda: endpoint_up(env), "the tunnel to come up")
+    latency = time.monotonic() - started
+    [fwd] = ep["forwards"]
+    port = fwd["local_port"]
+    assert fwd["bind_address"] == "127.0.0.1"
+    assert fwd["remote_port"] == env.http_port
+    assert ep["job_id"] is None and ep["user"] == env.sshd.user
+    assert ep["last_error"] is None
+    assert get(port) == HTTP_BODY
+    print(f"log in folder -> tunnel up: {latency * 1000:.0f} ms (status polled every 50 ms)")
+
+    assert daemon.kill(signal.SIGKILL) == -signal.SIGKILL
+    daemon = daemons()
+    again = wait_for(lambda: endpoint_up(env), "the tunnel after kill -9")
+    assert again["forwards"][0]["local_port"] == port
+    assert get(port) == HTTP_BODY
+
+    name = f"{env.sshd.user}@127.0.0.1:{env.sshd.port}"
+    result = env.cli("forget", name)
+    assert result.returncode == 0, result.stderr
+    wait_for(lambda: refused(port), "the forgotten port to close")
+    assert env.status()["endpoints"] == []
+    assert daemon.kill(signal.SIGTERM) == 0
+    daemons()
+    time.sleep(1.0)  # the log is re-read at start: it must not bring the endpoint back
+    assert env.status()["endpoints"] == []
+    assert refused(port)
+    listed = json.loads(env.cli("list", "--json").stdout)
+    assert [r["action"] for r in listed] == ["forgotten"]
+    assert env.cli("add", name).returncode == 0
+    wait_for(lambda: endpoint_up(env), "the re-added endpoint")
+
+
+@pytest.mark.timeout(120)
+def test_firefox_download_and_bulk_copy(env: Env, daemons: Callable[[], Daemon]) -> None:
+    daemons()
+    env.logs.mkdir(exist_ok=True)
+    final = env.logs / "job.log"
+    final.write_bytes(b"")  # Firefox's placeholder under the final name
+    part = env.logs / "job.log.part"
+    part.write_text("Starting Cluster\n" + env.log_line())
+    part.rename(final)
+    wait_for(lambda: endpoint_up(env), "the tunnel from a Firefox download")
+
+    # 100 logs at once: one names an endpoint on a closed port; all must be read.
+    closed = free_port()
+    for i in range(100):
+        text = env.log_line(closed) if i == 73 else f"noise {i}\n"
+        (env.logs / f"bulk-{i:03d}.log").write_text(text)
+    found = wait_for(
+        lambda: [e for e in env.status()["endpoints"] if e["port"] == closed],
+        "the endpoint in the 74th of 100 copied files",
+    )
+    assert found[0]["source"].endswith("bulk-073.log")
+    # Refused connections show as a retrying tunnel with the words a user can act on.
+    retrying = wait_for(
+        lambda: [e for e in env.status()["endpoints"] if e["port"] == closed and e["last_error"]],
+        "the refused endpoint's error",
+    )
+    assert retrying[0]["state"] in ("reconnecting", "connecting")
+    assert "refused" in retrying[0]["last_error"].lower()
+
+
+@pytest.mark.timeout(120)
+def test_corrupt_state_second_daemon_and_clean_stop(
+    env: Env, daemons: Callable[[], Daemon]
+) -> None:
+    state = env.home / ".local" / "state" / "jobtunnel" / "state.json"
+    state.parent.mkdir(parents=True)
+    state.write_text('{"version": 1, "endpoints": [{"user": ')
+    daemon = daemons()
+    assert env.status()["endpoints"] == []
+    aside = list(state.parent.glob("state.json.corrupt-*"))
+    assert len(aside) == 1 and aside[0].read_text().startswith('{"version": 1')
+    assert "unreadable" in daemon.text()
+
+    second = env.cli("run", timeout=30)
+    assert second.returncode == 1
+    assert f"already running (pid {daemon.proc.pid}" in second.stderr
+
+    started = time.monotonic()
+    assert daemon.kill(signal.SIGTERM) == 0
+    assert time.monotonic() - started < 5
+    stopped = env.cli("status")
+    assert stopped.returncode == 1
+    assert "not running" in stopped.stderr
+
+
+@pytest.mark.timeout(120)
+def test_sighup_applies_a_changed_forwards_list(env: Env, daemons: Callable[[], Daemon]) -> None:
+    daemon = daemons()
+    chrome_download(env.logs, "job.log", env.log_line())
+    ep = wait_for(lambda: endpoint_up(env), "the tunnel")
+    first = ep["forwards"][0]
+    second_port = free_port()
+    env.config.write_text(
+        env.config_text([first["spec"], f"{second_port}:127.0.0.1:{env.http_port}"])
+    )
+    daemon.proc.send_signal(signal.SIGHUP)
+
+    def both_forwards() -> dict[str, Any] | None:
+        ep = endpoint_up(env)
+        return ep if ep and len(ep["forwards"]) == 2 else None
+
+    ep = wait_for(both_forwards, "two forwards after SIGHUP")
+    assert [f["local_port"] for f in ep["forwards"]] == [first["local_port"], second_port]
+    assert get(second_port) == HTTP_BODY
+    assert get(first["local_port"]) == HTTP_BODY
+
+    # A broken config on SIGHUP: logged, the running one stays in force.
+    env.config.write_text("[tunnels]\nforwards = 'oops'\n")
+    daemon.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: "config not reloaded" in daemon.text(), "the reload error in the log")
+    assert endpoint_up(env) is not None
