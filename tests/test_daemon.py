@@ -318,3 +318,28 @@ def test_sighup_applies_a_changed_forwards_list(env: Env, daemons: Callable[[], 
     daemon.proc.send_signal(signal.SIGHUP)
     wait_for(lambda: "config not reloaded" in daemon.text(), "the reload error in the log")
     assert endpoint_up(env) is not None
+
+
+@pytest.mark.timeout(120)
+def test_systemd_notify_tcp_control_and_log_file(env: Env, daemons: Callable[[], Daemon]) -> None:
+    """Under systemd: READY, STATUS and WATCHDOG datagrams; the Windows-style transport."""
+    notify_path = env.home / "notify.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as notify:
+        notify.bind(str(notify_path))
+        notify.settimeout(TIMEOUT)
+        env.vars.update(NOTIFY_SOCKET=str(notify_path), WATCHDOG_USEC="400000")
+        env.config.write_text(env.config.read_text() + 'control = "tcp"\n')
+        daemon = daemons()
+        messages: list[str] = []
+        while not ("WATCHDOG=1" in messages and any("READY=1" in m for m in messages)):
+            messages.append(notify.recv(4096).decode())
+            assert len(messages) < 100, messages
+        ready = next(m for m in messages if "READY=1" in m)
+        assert "STATUS=" in ready and "endpoints known" in ready
+    token_file = env.home / "run" / "jobtunnel" / "control.json"
+    assert token_file.stat().st_mode & 0o777 == 0o600
+    assert not (env.home / "run" / "jobtunnel" / "control.sock").exists()
+    assert env.status()["daemon"]["pid"] == daemon.proc.pid
+    log_file = env.home / ".local" / "state" / "jobtunnel" / "log" / "jobtunnel.log"
+    assert "running (pid" in log_file.read_text()
+    assert daemon.kill(signal.SIGTERM) == 0
