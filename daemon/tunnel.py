@@ -358,6 +358,7 @@ class Tunnel:
         self.bytes_received = 0
         self.active_clients = 0
         self.connect_attempts = 0
+        self._held = 0  # clients waiting for the link right now
 
     # -- public API ------------------------------------------------------------------
 
@@ -500,6 +501,7 @@ class Tunnel:
                 changed = client.changed if client is not None else None
                 kind, detail = classify(changed or exc)
                 m.attempt_failed(time.monotonic(), kind, detail)
+                self._pull_retry_forward()
                 nxt = m.next_attempt_at
                 log.warning(
                     "%s: connect failed: %s%s",
@@ -737,10 +739,13 @@ class Tunnel:
                         _hostport(*orig),
                     )
                     return None
-                if self._machine.client_waiting(time.monotonic(), self._hold_retry_within()):
-                    self._wake.set()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._link_up.wait(), remaining)
+                self._held += 1
+                try:
+                    self._pull_retry_forward()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._link_up.wait(), remaining)
+                finally:
+                    self._held -= 1
                 continue
             try:
                 chan_reader, chan_writer = await self._open_guarded(link, target, orig)
@@ -756,10 +761,15 @@ class Tunnel:
                 return None
             return link, chan_reader, chan_writer
 
-    def _hold_retry_within(self) -> float:
-        # A third of the hold time leaves room for two more attempts before it expires;
-        # the floor keeps a stream of held clients from driving attempts in a tight loop.
-        return max(HELD_RETRY_FLOOR, self.options.hold_seconds / 3)
+    def _pull_retry_forward(self) -> None:
+        """While clients are held, keep the next attempt within a sixth of the hold time
+        (5 s by default: several tries before it expires, yet no hammering); the floor
+        keeps a short hold from driving attempts in a tight loop."""
+        if not self._held:
+            return
+        within = max(HELD_RETRY_FLOOR, self.options.hold_seconds / 6)
+        if self._machine.client_waiting(time.monotonic(), within):
+            self._wake.set()
 
     @staticmethod
     async def _open_guarded(

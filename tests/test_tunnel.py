@@ -312,9 +312,13 @@ def test_held_client_shortens_a_long_backoff(sshd: SshServer, tmp_path: Path) ->
                 sshd.stop()
                 st = await t.wait_for(lambda st: st.state == "reconnecting", 15)
                 assert st.next_attempt_in is not None and st.next_attempt_in > 8
-                sshd.start()
                 t0 = time.monotonic()
-                assert await roundtrip(port, b"soon", timeout=20) == b"soon"
+                held = asyncio.ensure_future(roundtrip(port, b"soon", timeout=20))
+                # Still down: the pulled-forward attempt fails and backs off 10 s again;
+                # the held client must pull that one forward too.
+                await t.wait_for(lambda st: t.connect_attempts >= 2, 8)
+                sshd.start()
+                assert await held == b"soon"
                 print(f"held client served after {time.monotonic() - t0:.2f} s (backoff 10 s)")
             finally:
                 await t.end()
