@@ -141,7 +141,8 @@ class TunnelStatus:
     forwards: tuple[ForwardStatus, ...]
     bytes_sent: int  # local clients -> cluster
     bytes_received: int  # cluster -> local clients
-    active_clients: int
+    active_clients: int  # accepted local connections, held ones included
+    held_clients: int  # of those, waiting for the link to come back
     reconnects: int
     last_error: str | None
     last_error_kind: str | None
@@ -394,6 +395,7 @@ class Tunnel:
             bytes_sent=self.bytes_sent,
             bytes_received=self.bytes_received,
             active_clients=self.active_clients,
+            held_clients=self._held,
             reconnects=m.reconnects,
             last_error=m.last_error,
             last_error_kind=m.last_error_kind.value if m.last_error_kind else None,

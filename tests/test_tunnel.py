@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import time
 from pathlib import Path
@@ -46,7 +47,9 @@ def test_forward_carries_data_both_ways_and_large_transfers(
                 assert sha256(echoed) == sha256(big)
                 st = t.status()
                 assert st.bytes_sent >= len(big) and st.bytes_received >= len(big)
-                assert st.to_dict()["state"] == "up"
+                as_json = json.loads(json.dumps(st.to_dict()))
+                assert as_json["state"] == "up" and as_json["forwards"][0]["local_port"]
+                assert as_json["held_clients"] == 0 and as_json["host_key"].startswith("SHA256:")
             finally:
                 await t.end("test over")
             assert t.status().state == "ended"
@@ -99,6 +102,7 @@ def test_outage_clients_are_held_then_served(sshd: SshServer, tmp_path: Path) ->
                 await asyncio.sleep(5)
                 assert not any(h.done() for h in held), "a held client was closed early"
                 assert t.status().active_clients == 5
+                assert t.status().held_clients == 5
                 t0 = time.monotonic()
                 sshd.start()
                 results = await asyncio.gather(*held)
