@@ -157,7 +157,8 @@ class TunnelStatus:
 
 
 def event_loop_factory(choice: str = "auto") -> Callable[[], asyncio.AbstractEventLoop]:
-    """A loop factory for ``asyncio.Runner``/``asyncio.run(loop_factory=...)`` (3.12).
+    """A loop factory for ``asyncio.Runner(loop_factory=...)`` (3.11+; also
+    ``asyncio.run(..., loop_factory=...)`` from 3.12).
 
     ``choice`` is "auto" (uvloop when installed), "uvloop" (required) or "asyncio".
     """
@@ -190,6 +191,8 @@ def install_event_loop(choice: str = "auto") -> str:
 
 
 class HostKeyChanged(Exception):
+    """The server's key differs from the one pinned for this endpoint."""
+
     def __init__(self, pinned: str, offered: str) -> None:
         super().__init__(f"pinned {pinned}, server now offers {offered}")
         self.pinned = pinned
