@@ -147,7 +147,9 @@ def parse(data: bytes) -> PpkFile:
             try:
                 blobs[name] = base64.b64decode("".join(lines[i : i + count]), validate=True)
             except binascii.Error:
-                raise PpkError(f"line {i + 1}: damaged base64 in the {name[:-6].lower()} key")
+                raise PpkError(
+                    f"line {i + 1}: damaged base64 in the {name[:-6].lower()} key"
+                ) from None
             i += count
         else:
             headers[name] = value
