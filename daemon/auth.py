@@ -23,6 +23,7 @@ from typing import Any
 import asyncssh
 
 from . import paths
+from .keys import permission_problem
 
 __all__ = [
     "KeyLoader",
@@ -41,7 +42,10 @@ PassphraseCallback = Callable[[str], "str | Awaitable[str | None] | None"]
 def default_identity_files() -> list[Path]:
     """jobtunnel's own key, then OpenSSH's usual names, in the order they are offered."""
     ssh_dir = Path("~", ".ssh").expanduser()
-    return [paths.key_file(), *(ssh_dir / n for n in ("id_ed25519", "id_ecdsa", "id_rsa"))]
+    names = ("id_ed25519", "id_ecdsa", "id_rsa")
+    own = paths.key_file()
+    # `jobtunnel keys generate --type rsa` / `keys import` put other kinds beside own.
+    return [own, *(ssh_dir / n for n in names), *(own.with_name(n) for n in names[1:])]
 
 
 def ssh_config_identity_files(user: str, host: str, port: int) -> list[Path]:
@@ -103,6 +107,10 @@ class KeyLoader:
         return keys
 
     async def _load_one(self, path: Path) -> asyncssh.SSHKey | None:
+        problem = permission_problem(path)
+        if problem:
+            log.warning("%s", problem)
+            return None
         try:
             return asyncssh.read_private_key(path, self._passphrases.get(path))
         except asyncssh.KeyImportError as exc:

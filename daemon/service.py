@@ -25,6 +25,7 @@ from jobtunnel.daemon.detect import Detector, Endpoint, Rejection, check_host, j
 from jobtunnel.daemon.forward import ForwardSpec, parse_dynamic, parse_forward
 from jobtunnel.daemon.hostkeys import HostKeyStore
 from jobtunnel.daemon.instance import InstanceLock
+from jobtunnel.daemon.passphrase import keyring_source
 from jobtunnel.daemon.store import EndpointRecord, State, Store, StoreError
 from jobtunnel.daemon.systemd import Notifier
 from jobtunnel.daemon.tunnel import Tunnel, TunnelOptions, TunnelStatus
@@ -243,6 +244,7 @@ class Service:
             tunnel_options(self.config),
             assigned_ports=rec.ports,
             host_keys=self.host_keys,
+            passphrase=keyring_source,  # opted-in (`jobtunnel keys remember`); else skipped
         )
         self.tunnels[rec.key] = tunnel
         tunnel.subscribe(lambda status: self._on_status(rec.key, status))

@@ -21,6 +21,7 @@ pytestmark = [pytest.mark.sshd, pytest.mark.timeout(90)]
 def test_encrypted_key_uses_passphrase_callback_once(sshd: SshServer, tmp_path: Path) -> None:
     locked = tmp_path / "locked_key"
     asyncssh.read_private_key(sshd.client_key).write_private_key(locked, passphrase="pw")
+    locked.chmod(0o600)  # write_private_key follows the umask; a 0644 key is refused
     asked: list[str] = []
 
     async def ask(path: str) -> str:

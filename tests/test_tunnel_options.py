@@ -25,9 +25,11 @@ def test_key_loader_order_and_passphrase_asked_once(
     own.parent.mkdir(parents=True)
     plain = asyncssh.generate_private_key("ssh-ed25519")
     plain.write_private_key(own)
+    own.chmod(0o600)  # write_private_key follows the umask; a 0644 key is refused
     (tmp_path / ".ssh").mkdir()
     locked = asyncssh.generate_private_key("ssh-ed25519")
     locked.write_private_key(tmp_path / ".ssh" / "id_ed25519", passphrase="s3cret")
+    (tmp_path / ".ssh" / "id_ed25519").chmod(0o600)
     asked: list[str] = []
 
     async def ask(path: str) -> str:
