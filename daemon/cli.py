@@ -469,6 +469,15 @@ def build_parser() -> argparse.ArgumentParser:
         cmd.set_defaults(func=_simple(name, done))
     sub.add_parser("stop", help="stop the daemon").set_defaults(func=_simple("stop", "daemon"))
 
+    def cmd_tray(args: argparse.Namespace) -> int:
+        from jobtunnel.tray.app import run_tray  # lazily: pystray wants a display
+
+        return run_tray(args.config, verbose=args.verbose)
+
+    sub.add_parser(
+        "tray", help="the system-tray icon and menu (a client of the running daemon)"
+    ).set_defaults(func=cmd_tray)
+
     config = sub.add_parser(
         "config",
         help="find, write, show or validate the config file",
