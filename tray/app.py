@@ -1,0 +1,317 @@
+"""The tray app: a pystray icon on the main thread, the daemon connection in a worker.
+
+The worker thread runs asyncio: it subscribes to the daemon's status events, reconnects
+with a backoff of at most 2 s when the daemon is gone, and hands every snapshot to
+:meth:`TrayApp.show`, which redraws the icon, tooltip and menu (pure functions of the
+snapshot) and passes the change to the notification policy. Menu clicks arrive on the
+GUI thread and are handed back to the worker (control requests) or done at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any
+
+from jobtunnel.daemon import paths
+from jobtunnel.daemon.config import ConfigError, default_config_text, load_config
+from jobtunnel.daemon.control import ControlClient, ControlError, DaemonNotRunning
+from jobtunnel.daemon.logs import log_file, setup_logging
+from jobtunnel.tray import backend, desktop
+from jobtunnel.tray.icon import draw, overall, tooltip
+from jobtunnel.tray.menu import Action, Item, MenuContext, build_menu
+from jobtunnel.tray.notify import Notice, NoticePolicy, Notifier
+
+__all__ = ["TrayApp", "main"]
+
+log = logging.getLogger("jobtunnel.tray")
+
+ICON_SIZE = 64
+MIN_BACKOFF = 0.25
+MAX_BACKOFF = 2.0
+TICK = 5.0  # how often time-based notices (a tunnel down too long) are re-checked
+START_GRACE = 15.0  # "Starting daemon…" for at most this long
+
+
+class TrayApp:
+    def __init__(self, config: Path | None = None) -> None:
+        self.config_path = config
+        self.snapshot: Mapping[str, Any] | None = None
+        self.detail: str | None = None
+        self.policy = NoticePolicy()
+        self.icon: Any = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._task: asyncio.Task[None] | None = None
+        self.stopping = threading.Event()
+        self._starting_since: float | None = None
+        self._lock = threading.Lock()
+        self._transport: str | None = None
+        self._control_path: Path | None = None
+        self._identity = str(paths.key_file())
+        self._load_config()
+        self.notifier = Notifier(self._send_notification)
+
+    # -- configuration ----------------------------------------------------------------
+
+    def _load_config(self) -> None:
+        try:
+            config, _path = load_config(self.config_path)
+        except ConfigError as exc:
+            log.warning("config has errors, using defaults for the tray: %s", exc)
+            return
+        self._transport = config.daemon.control
+        if config.ssh.identity_files:
+            self._identity = str(Path(config.ssh.identity_files[0]).expanduser())
+
+    def context(self) -> MenuContext:
+        starting = self._starting_since is not None and (
+            time.monotonic() - self._starting_since < START_GRACE
+        )
+        return MenuContext(
+            now=time.time(),
+            identity_file=self._identity,
+            public_key=str(paths.key_file()) + ".pub",
+            log_file=str(log_file()),
+            config_file=str(self.config_path or paths.config_file()),
+            starting_daemon=starting,
+            detail=self.detail,
+        )
+
+    # -- state -> icon -----------------------------------------------------------------
+
+    def menu_model(self) -> tuple[Item, ...]:
+        return build_menu(self.snapshot, self.context())
+
+    def show(self, snapshot: Mapping[str, Any] | None, detail: str | None = None) -> None:
+        """A new snapshot (None: no daemon): redraw, and notify what deserves it."""
+        with self._lock:
+            changed = (snapshot is None) != (self.snapshot is None)
+            self.snapshot = snapshot
+            self.detail = detail
+            if snapshot is not None:
+                self._starting_since = None
+            if changed:
+                log.info("daemon %s", "connected" if snapshot is not None else "not running")
+            self._redraw()
+            notices = self.policy.update(snapshot, time.time())
+        for notice in notices:
+            self.notifier.show(notice)
+
+    def tick(self) -> None:
+        with self._lock:
+            notices = self.policy.update(self.snapshot, time.time())
+            self._redraw()  # "since" texts and the starting-daemon grace
+        for notice in notices:
+            self.notifier.show(notice)
+
+    def _redraw(self) -> None:
+        icon = self.icon
+        if icon is None:
+            return
+        from jobtunnel.tray.pystray_menu import to_pystray
+
+        state = overall(self.snapshot)
+        icon.icon = draw(state, ICON_SIZE)
+        icon.title = tooltip(self.snapshot, self.detail)
+        icon.menu = to_pystray(self.menu_model(), self.dispatch)
+
+    def _send_notification(self, message: str, title: str) -> None:
+        if self.icon is None:
+            raise RuntimeError("no icon yet")
+        self.icon.notify(message, title)
+
+    def tell(self, title: str, message: str) -> None:
+        """Feedback to a click (not rate-limited, not a status notice)."""
+        self.notifier.show(Notice("info", title, message))
+
+    # -- clicks ------------------------------------------------------------------------
+
+    def dispatch(self, action: Action) -> None:
+        """Carry out a menu action; called on the GUI thread, never raises."""
+        log.info("menu: %s %s", action.id, " ".join(action.args[:1]))
+        try:
+            self._dispatch(action)
+        except Exception:
+            log.exception("menu action %s failed", action.id)
+
+    def _dispatch(self, action: Action) -> None:
+        a = action.args
+        if action.id in ("reconnect", "connect", "disconnect", "forget"):
+            self.request(action.id, name=a[0])
+        elif action.id == "pause_all":
+            self.request("pause")
+        elif action.id == "resume_all":
+            self.request("resume")
+        elif action.id == "stop_daemon":
+            self.request("stop")
+        elif action.id == "open_url":
+            threading.Thread(target=desktop.open_url, args=(a[0],), daemon=True).start()
+        elif action.id == "copy_text":
+            if not desktop.copy_text(a[0]):
+                self.tell("Cannot copy", f"no clipboard here; the {a[1]} is: {a[0]}")
+        elif action.id == "copy_public_key":
+            key = Path(a[0])
+            if not key.exists():
+                self.tell("No public key yet", f"{key} does not exist")
+            elif not desktop.copy_text(key.read_text().strip()):
+                self.tell("Cannot copy", f"no clipboard here; the key is in {key}")
+        elif action.id in ("open_folder", "open_log"):
+            desktop.open_path(Path(a[0]))
+        elif action.id == "add_job_log":
+            self._add_job_log(Path(a[0]) if a[0] else Path.home())
+        elif action.id == "edit_settings":
+            config = Path(a[0])
+            if not config.exists():
+                config.parent.mkdir(parents=True, exist_ok=True)
+                config.write_text(default_config_text())
+                log.info("wrote the default config to %s", config)
+            desktop.open_path(config)
+        elif action.id == "start_daemon":
+            self._starting_since = time.monotonic()
+            desktop.spawn_daemon(self.config_path)
+            with self._lock:
+                self._redraw()
+        elif action.id == "quit":
+            self.quit()
+
+    def _add_job_log(self, folder: Path) -> None:
+        def chosen(path: Path | None) -> None:
+            if path is not None:
+                self.request("add", target=str(path))
+
+        if not desktop.choose_file(folder, chosen):
+            desktop.open_path(folder)
+
+    def request(self, cmd: str, **args: Any) -> Future[Any] | None:
+        """Send a control command from any thread; failures become a notification."""
+        if self.loop is None:
+            return None
+        return asyncio.run_coroutine_threadsafe(self._request(cmd, args), self.loop)
+
+    async def _request(self, cmd: str, args: dict[str, Any]) -> Any:
+        try:
+            async with ControlClient(self._control_path, self._transport, timeout=10) as c:
+                return await c.request(cmd, **args)
+        except ControlError as exc:
+            log.warning("%s failed: %s", cmd, exc)
+            self.tell(f"jobtunnel: {cmd} failed", str(exc))
+            return None
+
+    # -- the daemon connection (worker thread) -----------------------------------------
+
+    async def follow(self) -> None:
+        """Mirror the daemon's status until stopped; reconnect with backoff ≤ 2 s."""
+        backoff = MIN_BACKOFF
+        ticker = asyncio.create_task(self._ticker())
+        try:
+            while not self.stopping.is_set():
+                client = ControlClient(self._control_path, self._transport, timeout=10)
+                detail: str | None = None
+                try:
+                    await client.connect()
+                    self.show(await client.subscribe())
+                    backoff = MIN_BACKOFF
+                    async for event in client.events():
+                        if event.name == "status" and isinstance(event.data, Mapping):
+                            self.show(event.data)
+                    detail = None
+                except DaemonNotRunning:
+                    detail = None
+                except ControlError as exc:
+                    detail = str(exc)
+                    log.debug("control: %s", exc)
+                finally:
+                    await client.close()
+                if self.snapshot is not None or detail != self.detail:
+                    self.show(None, detail)
+                await asyncio.sleep(backoff)
+                backoff = min(MAX_BACKOFF, backoff * 2)
+        finally:
+            ticker.cancel()
+
+    async def _ticker(self) -> None:
+        while True:
+            await asyncio.sleep(TICK)
+            self.tick()
+
+    def _worker(self) -> None:
+        loop = asyncio.new_event_loop()
+        self.loop = loop
+        try:
+            self._task = task = loop.create_task(self.follow())
+            with contextlib.suppress(asyncio.CancelledError):
+                loop.run_until_complete(task)
+        finally:
+            loop.close()
+
+    # -- life cycle ---------------------------------------------------------------------
+
+    def quit(self) -> None:
+        self.stopping.set()
+        loop, task = self.loop, self._task
+        if loop is not None and task is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(task.cancel)
+        if self.icon is not None:
+            self.icon.stop()
+
+    def run(self) -> int:
+        """Show the icon (blocks the calling thread, which must be the main thread)."""
+        name, usable, why = backend.describe()
+        if usable:
+            log.info("tray backend: %s (%s)", name, why)
+        else:
+            log.warning("tray backend: %s without a usable menu: %s", name, why)
+        try:
+            pystray = backend.import_pystray()
+        except ImportError as exc:
+            log.error("no system tray here: %s", exc)
+            return 1
+        from jobtunnel.tray.pystray_menu import to_pystray
+
+        log.info("pystray backend loaded: %s", type(pystray.Icon).__module__.rsplit(".", 1)[-1])
+        self.icon = pystray.Icon(
+            "jobtunnel",
+            draw(overall(None), ICON_SIZE),
+            tooltip(None),
+            menu=to_pystray(self.menu_model(), self.dispatch),
+        )
+        worker = threading.Thread(target=self._worker, name="jobtunnel-tray-daemon", daemon=True)
+
+        def setup(icon: Any) -> None:
+            icon.visible = True
+            worker.start()
+
+        try:
+            self.icon.run(setup=setup)
+        except Exception as exc:
+            # pystray's GTK backends hide notifications on exit, which raises where the
+            # desktop has no notification service: nothing to do about it but log it.
+            if not self.stopping.is_set():
+                raise
+            log.info("tray shut down with: %s", exc)
+        self.stopping.set()
+        worker.join(5)
+        log.info("tray stopped")
+        return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="jobtunnel tray", description=__doc__)
+    parser.add_argument("--config", type=Path, help="the config file (default: the user's)")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    args = parser.parse_args(argv)
+    return run_tray(args.config, verbose=args.verbose)
+
+
+def run_tray(config: Path | None = None, *, verbose: bool = False) -> int:
+    """The ``jobtunnel tray`` command: the tray logs to stderr (the daemon owns the file)."""
+    setup_logging(verbose=verbose, to_file=False)
+    return TrayApp(config).run()

@@ -1,0 +1,118 @@
+"""The desktop side of menu actions: open files and URLs, the clipboard, a file chooser,
+and starting the daemon as a detached process."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import webbrowser
+from collections.abc import Callable
+from pathlib import Path
+
+__all__ = ["choose_file", "copy_text", "open_path", "open_url", "spawn_daemon"]
+
+log = logging.getLogger(__name__)
+
+
+def _detached(argv: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    kwargs: dict[str, object] = {}
+    if sys.platform == "win32":
+        kwargs["creationflags"] = subprocess.DETACHED_PROCESS | subprocess.CREATE_NEW_PROCESS_GROUP
+    else:
+        kwargs["start_new_session"] = True
+    return subprocess.Popen(  # type: ignore[call-overload, no-any-return]
+        argv,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+        close_fds=True,
+        **kwargs,
+    )
+
+
+def open_path(path: Path) -> None:
+    """Open a file or folder with the desktop's default application."""
+    if sys.platform == "win32":
+        os.startfile(path)
+    elif sys.platform == "darwin":
+        _detached(["open", str(path)])
+    elif shutil.which("xdg-open"):
+        _detached(["xdg-open", str(path)])
+    else:
+        webbrowser.open(path.resolve().as_uri())
+
+
+def open_url(url: str) -> None:
+    if not webbrowser.open(url):
+        log.warning("no browser could open %s", url)
+
+
+def copy_text(text: str) -> bool:
+    """Put ``text`` on the clipboard; False when no way to do it was found."""
+    if "gi.repository.Gtk" in sys.modules:
+        from gi.repository import Gdk, GLib, Gtk
+
+        def put() -> bool:
+            clipboard = Gtk.Clipboard.get(Gdk.SELECTION_CLIPBOARD)
+            clipboard.set_text(text, -1)
+            clipboard.store()
+            return False
+
+        GLib.idle_add(put)
+        return True
+    candidates: list[list[str]]
+    if sys.platform == "win32":
+        candidates = [["clip"]]
+    elif sys.platform == "darwin":
+        candidates = [["pbcopy"]]
+    else:
+        candidates = [["wl-copy"], ["xclip", "-selection", "clipboard"], ["xsel", "-bi"]]
+    for argv in candidates:
+        if shutil.which(argv[0]) is None:
+            continue
+        data = text.encode("utf-16-le" if argv[0] == "clip" else "utf-8")
+        try:
+            subprocess.run(argv, input=data, check=True, timeout=5)
+        except (OSError, subprocess.SubprocessError) as exc:
+            log.warning("%s could not take the text: %s", argv[0], exc)
+            continue
+        return True
+    return False
+
+
+def choose_file(folder: Path, done: Callable[[Path | None], None]) -> bool:
+    """Ask for a job log with GTK's file chooser; False when there is none to show.
+
+    ``done`` gets the chosen file, or None when the user cancelled.
+    """
+    if "gi.repository.Gtk" not in sys.modules:
+        return False
+    from gi.repository import GLib, Gtk
+
+    def ask() -> bool:
+        dialog = Gtk.FileChooserDialog(title="Add job log", action=Gtk.FileChooserAction.OPEN)
+        dialog.add_buttons("_Cancel", Gtk.ResponseType.CANCEL, "_Add", Gtk.ResponseType.ACCEPT)
+        if folder.is_dir():
+            dialog.set_current_folder(str(folder))
+        answer = dialog.run()
+        chosen = dialog.get_filename() if answer == Gtk.ResponseType.ACCEPT else None
+        dialog.destroy()
+        done(Path(chosen) if chosen else None)
+        return False
+
+    GLib.idle_add(ask)
+    return True
+
+
+def spawn_daemon(config: Path | None = None) -> int:
+    """Start ``python -m jobtunnel.daemon run`` detached (it logs to its own file)."""
+    env = dict(os.environ)
+    if config is not None:
+        env["JOBTUNNEL_CONFIG"] = str(config)
+    proc = _detached([sys.executable, "-m", "jobtunnel.daemon", "run"], env)
+    log.info("started the daemon (pid %d)", proc.pid)
+    return proc.pid
