@@ -337,6 +337,7 @@ class Tunnel:
         assigned_ports: Mapping[str, int] | None = None,
         host_keys: HostKeyStore | None = None,
         passphrase: PassphraseCallback | None = None,
+        key_loader: KeyLoader | None = None,
         rand: Callable[[], float] = random.random,
     ) -> None:
         self.user = user
@@ -345,7 +346,8 @@ class Tunnel:
         self.options = options or TunnelOptions()
         self.name = f"{user}@{_hostport(host, port)}"
         self.host_keys = host_keys or HostKeyStore(paths.known_hosts_file())
-        self._keys = KeyLoader(self.options.identity_files, passphrase)
+        # A shared loader asks for each key's passphrase once per daemon, not per tunnel.
+        self._keys = key_loader or KeyLoader(self.options.identity_files, passphrase)
         self._machine = TunnelMachine(self.options.policy(), rand)
         self._forwards = [
             _Forward(f, f.bind_address or self.options.bind_address) for f in forwards
