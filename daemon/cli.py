@@ -10,15 +10,13 @@ import argparse
 import asyncio
 import json
 import logging
-import os
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
-from jobtunnel.daemon import __version__, paths
+from jobtunnel.daemon import __version__, doctor, firstrun, keys, passphrase, paths, ppk
 from jobtunnel.daemon.config import (
     Config,
     ConfigError,
@@ -27,6 +25,7 @@ from jobtunnel.daemon.config import (
     render_toml,
 )
 from jobtunnel.daemon.detect import Detector, Endpoint, EndpointSet, Rejection
+from jobtunnel.daemon.files import write_new
 from jobtunnel.daemon.logs import setup_logging
 
 __all__ = ["main"]
@@ -39,6 +38,9 @@ PROGRESS_FROM = 64 << 20
 
 EXAMPLES = """\
 examples:
+  jobtunnel init                                   first run: key, config, folder, Rescale steps
+  jobtunnel keys show --copy                       the public key for Rescale, on the clipboard
+  jobtunnel doctor                                 what is missing, each with its fix
   jobtunnel scan ~/Downloads/job_qpWia_logs.tsv    what would jobtunnel connect to?
   jobtunnel scan --json ~/JobLogs/*.log            the same, one JSON object per line
   jobtunnel config init                            write the commented default config
@@ -177,20 +179,6 @@ def cmd_scan(args: argparse.Namespace) -> int:
 # -- config ----------------------------------------------------------------------------
 
 
-def _write_new(path: Path, text: str) -> None:
-    """Create ``path`` atomically (temp file, fsync, rename); never replace an existing one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.link(tmp, path)  # fails if path exists, unlike rename
-    finally:
-        os.unlink(tmp)
-
-
 def cmd_config_path(args: argparse.Namespace) -> int:
     path = args.config or paths.config_file()
     print(path)
@@ -224,7 +212,7 @@ def cmd_config_init(args: argparse.Namespace) -> int:
         print(f"{path} exists; left unchanged (`jobtunnel config check` validates it)")
         return 0
     try:
-        _write_new(path, default_config_text())
+        write_new(path, default_config_text())
     except FileExistsError:
         print(f"{path} exists; left unchanged")
         return 0
@@ -368,6 +356,264 @@ def _simple(cmd: str, done: str) -> Callable[[argparse.Namespace], int]:
     return run
 
 
+# -- keys, first run, doctor ------------------------------------------------------------
+
+
+def _key_fail(exc: Exception) -> Fail:
+    return Fail(str(exc), 1)
+
+
+def _show_public(path: Path, stream: IO[str] = sys.stdout) -> keys.OwnKey:
+    """Print the public key line (alone on stdout, for pasting or piping), fingerprint aside."""
+    try:
+        own = keys.public_key(path)
+    except keys.KeyFileError as exc:
+        if "assphrase" not in str(exc):
+            raise _key_fail(exc) from None
+        # No .pub beside an encrypted key: the public half needs the passphrase.
+        phrase = passphrase.ask(f"Passphrase for {path}: ")
+        try:
+            own = keys.public_key(path, phrase)
+        except keys.KeyFileError as again:
+            raise _key_fail(again) from None
+    print(own.line, file=stream)
+    print(f"{own.fingerprint}  ({path})", file=sys.stderr)
+    return own
+
+
+def _own_key(args: argparse.Namespace) -> Path:
+    """--file, else jobtunnel's own key, else the first key the engine would offer."""
+    if getattr(args, "file", None):
+        return Path(args.file).expanduser()
+    found = keys.own_keys() or doctor.usable_keys(_load(args)[0])
+    if not found:
+        raise Fail("no key yet: `jobtunnel keys generate` (or `jobtunnel init`) makes one", 1)
+    return found[0]
+
+
+def cmd_keys_generate(args: argparse.Namespace) -> int:
+    phrase = None
+    if args.passphrase:
+        try:
+            phrase = passphrase.ask_new()
+        except ValueError as exc:
+            raise Fail(str(exc)) from None
+    try:
+        path = keys.generate(args.type, args.bits, phrase)
+    except keys.KeyFileError as exc:
+        raise _key_fail(exc) from None
+    print(f"wrote {path} (private, mode 0600) and {path}.pub", file=sys.stderr)
+    _show_public(path)
+    if phrase:
+        print(
+            f"the daemon cannot type the passphrase: `ssh-add {path}` (ssh-agent) or "
+            "`jobtunnel keys remember` (OS keyring)",
+            file=sys.stderr,
+        )
+    return 0
+
+
+def cmd_keys_show(args: argparse.Namespace) -> int:
+    own = _show_public(_own_key(args))
+    if args.copy:
+        tool = keys.copy_to_clipboard(own.line)
+        if tool:
+            print(f"copied to the clipboard ({tool})", file=sys.stderr)
+        else:
+            print(
+                "no clipboard here (xclip, xsel or wl-copy with a display; pbcopy; clip): "
+                "select the line above and copy it",
+                file=sys.stderr,
+            )
+    return 0
+
+
+def cmd_keys_import(args: argparse.Namespace) -> int:
+    source = Path(args.file).expanduser()
+    phrase = None
+    try:
+        encrypted = ppk.needs_passphrase(source.read_bytes())
+    except OSError as exc:
+        raise Fail(f"{source}: cannot read: {exc.strerror or exc}") from None
+    except ppk.PpkError as exc:
+        raise Fail(f"{source}: {exc}") from None
+    if encrypted:
+        phrase = passphrase.ask(f"Passphrase for {source}: ")
+        if not phrase:
+            raise Fail(f"{source} is encrypted: run this on a terminal to type its passphrase")
+    output = Path(args.output).expanduser() if args.output else None
+    try:
+        path = keys.import_ppk(source, phrase, output)
+    except keys.KeyFileError as exc:
+        raise _key_fail(exc) from None
+    kept = ", same passphrase" if phrase else ""
+    print(f"imported {source} -> {path} (OpenSSH format, mode 0600{kept})", file=sys.stderr)
+    _show_public(path)
+    return 0
+
+
+def cmd_keys_remember(args: argparse.Namespace) -> int:
+    path = _own_key(args)
+    try:
+        if args.forget:
+            gone = passphrase.forget(path)
+            print(f"{'forgot' if gone else 'nothing remembered for'} {path}")
+            return 0
+        try:
+            keys.read_private(path)
+        except keys.KeyFileError as exc:
+            if "assphrase" not in str(exc):
+                raise _key_fail(exc) from None
+        else:
+            print(f"{path} is not encrypted: there is no passphrase to remember")
+            return 0
+        phrase = passphrase.ask(f"Passphrase for {path}: ")
+        if not phrase:
+            raise Fail("a passphrase can only be typed on a terminal")
+        try:
+            keys.read_private(path, phrase)
+        except keys.KeyFileError:
+            raise Fail(f"wrong passphrase for {path}; nothing was stored", 1) from None
+        backend = passphrase.remember(path, phrase)
+    except passphrase.KeyringUnavailable as exc:
+        raise Fail(str(exc), 1) from None
+    print(f"remembered in the OS keyring ({backend}); the daemon now unlocks {path}")
+    return 0
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    phrase = None
+    if args.passphrase:
+        try:
+            phrase = passphrase.ask_new()
+        except ValueError as exc:
+            raise Fail(str(exc)) from None
+    try:
+        result = firstrun.init(args.config, phrase)
+    except (keys.KeyFileError, OSError) as exc:
+        raise Fail(f"init stopped: {exc}", 1) from None
+    for line in result.done:
+        print(f"made: {line}")
+    for line in result.kept:
+        print(f"kept: {line}")
+    if result.config_error:
+        print(f"the config file has errors; fix them, then run init again:\n{result.config_error}")
+    print()
+    print(firstrun.rescale_steps(result.public, result.folders))
+    if result.service_installed:
+        print(f"login service: installed ({result.service_file})")
+    elif "service" in args.commands and not args.no_service and sys.stdin.isatty():
+        answer = input("Start jobtunnel at every login (jobtunnel service install)? [Y/n] ")
+        if answer.strip().lower() in ("", "y", "yes"):
+            extra = ["--config", str(args.config)] if args.config else []
+            return main([*extra, "service", "install"]) or (1 if result.config_error else 0)
+    else:
+        print("login service: to start jobtunnel at every login, run: jobtunnel service install")
+    print("then `jobtunnel doctor` checks everything")
+    return 1 if result.config_error else 0
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    results = doctor.run_checks(args.config)
+    for check in results:
+        print(check)
+    failing = sum(c.status == "fail" for c in results)
+    print(f"{failing} to fix" if failing else "all good")
+    return 1 if failing else 0
+
+
+def _add_setup_commands(sub: Any) -> None:
+    """The keys, init and doctor subcommands."""
+    keys_cmd = sub.add_parser(
+        "keys",
+        help="jobtunnel's SSH key: generate, show, import from PuTTY, remember its passphrase",
+        description=(
+            "jobtunnel's own key lives in "
+            f"{paths.key_file().parent} (id_ed25519; id_rsa or id_ecdsa beside it). "
+            "Its public key goes into Rescale: Account -> Job Settings -> SSH Public Key."
+        ),
+    )
+    keys_sub = keys_cmd.add_subparsers(dest="action", metavar="ACTION", required=True)
+    gen = keys_sub.add_parser(
+        "generate",
+        help="make a new key (never overwrites one)",
+        description=(
+            "Make jobtunnel's own key in OpenSSH format: private key mode 0600 in a 0700 "
+            "folder, public key beside it. An existing key is never overwritten."
+        ),
+    )
+    gen.add_argument(
+        "--type", choices=("ed25519", "rsa"), default="ed25519", help="key type (ed25519)"
+    )
+    gen.add_argument("--bits", type=int, help=f"rsa key size ({keys.DEFAULT_RSA_BITS})")
+    gen.add_argument(
+        "--passphrase",
+        action="store_true",
+        help="ask for a passphrase (then use ssh-agent or `keys remember` for the daemon)",
+    )
+    gen.set_defaults(func=cmd_keys_generate)
+    show = keys_sub.add_parser(
+        "show",
+        help="print the public key to paste into Rescale, with its fingerprint",
+        description=(
+            "Print the one-line public key on stdout (its SHA256 fingerprint on stderr). "
+            "Paste it into Rescale: Account -> Job Settings -> SSH Public Key."
+        ),
+    )
+    show.add_argument("--copy", action="store_true", help="also put it on the clipboard")
+    show.add_argument("--file", metavar="KEY", help="another private key than jobtunnel's own")
+    show.set_defaults(func=cmd_keys_show)
+    imp = keys_sub.add_parser(
+        "import",
+        help="convert a PuTTYgen .ppk key to jobtunnel's own OpenSSH key",
+        description=(
+            "Read a PuTTY key (PPK version 2 or 3, RSA, ECDSA or Ed25519, encrypted or "
+            "not; the MAC is verified) and write it in OpenSSH format as jobtunnel's own "
+            "key, keeping its passphrase. An existing key is never overwritten."
+        ),
+    )
+    imp.add_argument("file", metavar="FILE.ppk", help="the PuTTY private key file")
+    imp.add_argument("--output", metavar="PATH", help="write here instead of the own key path")
+    imp.set_defaults(func=cmd_keys_import)
+    rem = keys_sub.add_parser(
+        "remember",
+        help="keep the key's passphrase in the OS keyring for the daemon",
+        description=(
+            "Ask the passphrase of an encrypted key once, check it, and store it in the OS "
+            "keyring (needs the optional 'keyring' package), so that the daemon can unlock "
+            "the key at login. Never written to the config, the state file or a log."
+        ),
+    )
+    rem.add_argument("--file", metavar="KEY", help="another private key than jobtunnel's own")
+    rem.add_argument("--forget", action="store_true", help="remove the remembered passphrase")
+    rem.set_defaults(func=cmd_keys_remember)
+
+    init = sub.add_parser(
+        "init",
+        help="first run: make the key, config and watched folder; show the Rescale steps",
+        description=(
+            "Make what is missing: jobtunnel's own key, the commented default config, the "
+            "watched folders. Then print the public key and what to set in Rescale, and "
+            "offer to install the login service. Running it again changes nothing that "
+            "exists. No network call is made."
+        ),
+    )
+    init.add_argument("--passphrase", action="store_true", help="protect a new key with one")
+    init.add_argument(
+        "--no-service", action="store_true", help="do not offer to install the login service"
+    )
+    init.set_defaults(func=cmd_init)
+    sub.add_parser(
+        "doctor",
+        help="check everything a working tunnel needs, each with its fix",
+        description=(
+            "One line per check: key present and private, public key, config valid, "
+            "watched folders, daemon running, login service installed, tray backend, "
+            "local ports free. Exit status 1 when something needs you."
+        ),
+    ).set_defaults(func=cmd_doctor)
+
+
 # -- parser ----------------------------------------------------------------------------
 
 
@@ -496,6 +742,9 @@ def build_parser() -> argparse.ArgumentParser:
     config_sub.add_parser(
         "init", help="write the commented default config (never overwrites)"
     ).set_defaults(func=cmd_config_init)
+    _add_setup_commands(sub)
+    # Which subcommands exist (init offers `service install` only when it does).
+    parser.set_defaults(commands=frozenset(sub.choices))
     return parser
 
 
