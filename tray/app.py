@@ -276,7 +276,7 @@ class TrayApp:
             return 1
         from jobtunnel.tray.pystray_menu import to_pystray
 
-        log.info("pystray backend loaded: %s", type(pystray.Icon).__module__.rsplit(".", 1)[-1])
+        log.info("pystray backend loaded: %s", pystray.Icon.__module__.rsplit(".", 1)[-1])
         self.icon = pystray.Icon(
             "jobtunnel",
             draw(overall(None), ICON_SIZE),

@@ -1,0 +1,572 @@
+"""The tray without a display: icon state, tooltip, menu model, notices, backend choice,
+and menu actions, all as pure functions of status snapshots (or with fakes for the
+desktop)."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import shlex
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from jobtunnel.daemon.config import default_config_text
+from jobtunnel.tray import app as tray_app
+from jobtunnel.tray import backend
+from jobtunnel.tray.icon import Overall, draw, overall, tooltip
+from jobtunnel.tray.menu import (
+    Action,
+    Item,
+    MenuContext,
+    build_menu,
+    forward_text,
+    forward_url,
+    notebook_on_tunnel,
+    since_text,
+    ssh_command,
+)
+from jobtunnel.tray.notify import Notice, NoticePolicy, Notifier
+from PIL import Image
+
+pytestmark = pytest.mark.timeout(30)
+
+NOW = 1_764_000_000.0
+CTX = MenuContext(
+    now=NOW,
+    identity_file="/home/u/.local/share/jobtunnel/id_ed25519",
+    public_key="/home/u/.local/share/jobtunnel/id_ed25519.pub",
+    log_file="/home/u/.local/state/jobtunnel/log/jobtunnel.log",
+    config_file="/home/u/.config/jobtunnel/config.toml",
+)
+
+
+def forward(
+    local: int | None = 8888, remote: int = 8888, state: str = "up", clients: int = 0, **kw: Any
+) -> dict[str, Any]:
+    return {
+        "spec": str(remote),
+        "dynamic": False,
+        "bind_address": "127.0.0.1",
+        "local_port": local,
+        "remote_host": None,
+        "remote_port": remote,
+        "state": state,
+        "clients": clients,
+        "error": None,
+    } | kw
+
+
+def endpoint(
+    job: str = "qpWia", state: str = "up", action: str = "active", **kw: Any
+) -> dict[str, Any]:
+    user = f"uprod_{job}"
+    return {
+        "name": f"{user}@3.4.5.6:22",
+        "user": user,
+        "host": "3.4.5.6",
+        "port": 22,
+        "job_id": job,
+        "action": action,
+        "state": state,
+        "since": NOW - 600,
+        "last_error": None,
+        "reconnects": 0,
+        "bytes_sent": 0,
+        "bytes_received": 0,
+        "host_key": None,
+        "source": "/logs/x.log",
+        "line": 3,
+        "notebook_url": None,
+        "forwards": [forward()],
+    } | kw
+
+
+def snapshot(*endpoints: dict[str, Any], folders: tuple[str, ...] = ("/w",)) -> dict[str, Any]:
+    return {
+        "daemon": {
+            "pid": 1,
+            "version": "0.1.0",
+            "started": NOW - 3600,
+            "config": CTX.config_file,
+            "state_file": "/s",
+            "save_error": None,
+            "watch": {"folders": list(folders), "mode": "inotify"},
+            "summary": "",
+        },
+        "endpoints": list(endpoints),
+    }
+
+
+def find(items: tuple[Item, ...], text: str) -> Item:
+    for item in items:
+        if (hit := item.find(text)) is not None:
+            return hit
+    raise AssertionError(f"no menu item {text!r} in {[i.text for i in items]}")
+
+
+def texts(items: tuple[Item, ...]) -> list[str]:
+    return [i.text for i in items if not i.separator]
+
+
+def pixels(img: Image.Image) -> list[tuple[int, ...]]:
+    raw = img.tobytes()
+    return [tuple(raw[i : i + 4]) for i in range(0, len(raw), 4)]
+
+
+# -- icon ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("snap", "state"),
+    [
+        (None, Overall.NO_DAEMON),
+        (snapshot(), Overall.IDLE),
+        (snapshot(endpoint(state="stopped")), Overall.IDLE),
+        (snapshot(endpoint()), Overall.UP),
+        (snapshot(endpoint(), endpoint("b", state="reconnecting")), Overall.CONNECTING),
+        (snapshot(endpoint(state="connecting")), Overall.CONNECTING),
+        (snapshot(endpoint(), endpoint("b", state="failed")), Overall.FAILED),
+        (snapshot(endpoint(forwards=[forward(state="error", error="port taken")])), Overall.FAILED),
+        (snapshot(endpoint(state="paused", action="paused")), Overall.PAUSED),
+    ],
+)
+def test_overall_state(snap: dict[str, Any] | None, state: Overall) -> None:
+    assert overall(snap) is state
+
+
+def test_tooltip_summarises() -> None:
+    snap = snapshot(
+        endpoint("a"), endpoint("b"), endpoint("c"), endpoint("d", state="reconnecting")
+    )
+    assert tooltip(snap) == "jobtunnel: 3 tunnels up, 1 reconnecting"
+    assert tooltip(snapshot(endpoint())) == "jobtunnel: 1 tunnel up"
+    assert tooltip(snapshot()) == "jobtunnel: no clusters yet"
+    assert tooltip(snapshot(endpoint(state="failed"))) == "jobtunnel: 1 failed"
+    assert tooltip(None) == "jobtunnel: daemon not running"
+
+
+@pytest.mark.parametrize("size", [16, 22, 24, 32, 48, 64, 128, 256])
+def test_icons_differ_in_shape_and_colour_at_every_size(size: int) -> None:
+    images = {state: draw(state, size) for state in Overall}
+    for state, img in images.items():
+        assert img.size == (size, size) and img.mode == "RGBA"
+        assert img.getbbox() is not None, f"{state} is empty at {size} px"
+    # Shape alone (where the state's colour is painted, glyph cut-outs included, as a
+    # one-colour mask) tells every state apart...
+    masks = {
+        s: bytes(c[3] > 127 and c[:3] != (255, 255, 255) for c in pixels(img))
+        for s, img in images.items()
+    }
+    assert len(set(masks.values())) == len(Overall)
+    # ...and so does shape seen in grey (no colour): luminance images all differ too.
+    grey = {s: img.convert("LA").tobytes() for s, img in images.items()}
+    assert len(set(grey.values())) == len(Overall)
+    # ...and colour alone: each state's dominant opaque colour is its own.
+    dominant = set()
+    for img in images.values():
+        colours = [c for c in pixels(img) if c[3] == 255 and c[:3] != (255, 255, 255)]
+        dominant.add(max(set(colours), key=colours.count)[:3])
+    assert len(dominant) == len(Overall)
+
+
+def test_icon_is_crisp_at_16px() -> None:
+    """Drawn at size, not scaled down: nearly every pixel is fully opaque or clear."""
+    for state in Overall:
+        alpha = list(draw(state, 16).getchannel("A").tobytes())
+        assert sum(0 < a < 255 for a in alpha) <= len(alpha) // 10
+    with pytest.raises(ValueError):
+        draw(Overall.UP, 4)
+    assert isinstance(draw(Overall.UP), Image.Image)
+
+
+# -- menu: the forward and endpoint texts, URLs, ssh command ----------------------------
+
+
+def test_forward_text() -> None:
+    assert forward_text(forward(clients=2)) == "localhost:8888 -> 8888  up, 2 clients"
+    assert forward_text(forward(clients=1)) == "localhost:8888 -> 8888  up, 1 client"
+    assert forward_text(forward(18888, 8888, "held")) == (
+        "localhost:18888 -> 8888  waiting for the link"
+    )
+    assert forward_text(forward(5000, 80, remote_host="10.0.0.5")) == (
+        "localhost:5000 -> 10.0.0.5:80  up"
+    )
+    assert forward_text(forward(None, 80, "error", error="port in use")) == (
+        "localhost:? -> 80  error: port in use"
+    )
+    socks = forward(1080, 0, dynamic=True, remote_port=None)
+    assert forward_text(socks) == "localhost:1080 SOCKS proxy  up"
+
+
+def test_notebook_url_rewritten_onto_the_tunnel() -> None:
+    url = "https://platform.rescale.com/notebooks/abcDEF/?token=T0k3n"
+    assert notebook_on_tunnel(url, 18888) == "https://localhost:18888/?token=T0k3n"
+    ep = endpoint(notebook_url=url, forwards=[forward(18888, 8888), forward(6006, 6006)])
+    assert forward_url(ep, ep["forwards"][0]) == "https://localhost:18888/?token=T0k3n"
+    # Other forwards open plainly; 8888 without a detected notebook is still TLS.
+    assert forward_url(ep, ep["forwards"][1]) == "http://localhost:6006/"
+    assert forward_url(endpoint(), forward()) == "https://localhost:8888/"
+    assert forward_url(endpoint(), forward(None)) is None
+    assert forward_url(endpoint(), forward(1080, dynamic=True)) is None
+
+
+def test_ssh_command_is_correct_openssh() -> None:
+    ep = endpoint(
+        port=32100,
+        forwards=[
+            forward(18888, 8888),
+            forward(5000, 80, remote_host="node2"),
+            forward(1080, None, dynamic=True, remote_port=None),
+        ],
+    )
+    cmd = ssh_command(ep, "/keys/my key")
+    assert shlex.split(cmd) == [
+        "ssh", "-i", "/keys/my key", "-p", "32100",
+        "-L", "127.0.0.1:18888:localhost:8888",
+        "-L", "127.0.0.1:5000:node2:80",
+        "-D", "127.0.0.1:1080",
+        "uprod_qpWia@3.4.5.6",
+    ]  # fmt: skip
+
+
+def test_since_text() -> None:
+    assert since_text(NOW - 60, NOW) == time.strftime("since %H:%M", time.localtime(NOW - 60))
+    assert since_text(NOW - 3 * 86400, NOW).startswith("since ")
+    assert len(since_text(NOW - 3 * 86400, NOW)) > len("since 00:00")
+    assert since_text(None, NOW) == ""
+
+
+# -- menu: the whole tree for every state ----------------------------------------------
+
+
+def test_menu_without_daemon_offers_to_start_it() -> None:
+    items = build_menu(None, CTX)
+    assert texts(items) == [
+        "jobtunnel daemon is not running", "Start daemon", "Open log", "Edit settings", "Quit",
+    ]  # fmt: skip
+    assert find(items, "Start daemon").action == Action("start_daemon")
+    assert not find(items, "jobtunnel daemon").enabled
+    assert find(items, "Edit settings").action == Action("edit_settings", (CTX.config_file,))
+    starting = build_menu(None, MenuContext(**{**CTX.__dict__, "starting_daemon": True}))
+    assert not find(starting, "Starting daemon").enabled
+    detailed = build_menu(None, MenuContext(**{**CTX.__dict__, "detail": "timed out"}))
+    assert texts(detailed)[0] == "jobtunnel daemon is not running: timed out"
+
+
+def test_menu_with_one_cluster_up() -> None:
+    ep = endpoint(forwards=[forward(18888, 8888, clients=2)])
+    items = build_menu(snapshot(ep), CTX)
+    since = since_text(NOW - 600, NOW)
+    assert texts(items) == [
+        "1 tunnel up",
+        f"qpWia  uprod_qpWia@3.4.5.6:22  up {since}",
+        "    localhost:18888 -> 8888  up, 2 clients",
+        "Open watched folder",
+        "Add job log…",
+        "Pause all",
+        "Copy public key",
+        "Open log",
+        "Edit settings",
+        "Stop daemon",
+        "Quit",
+    ]
+    assert items[0].enabled is False
+    header = find(items, "qpWia")
+    assert texts(header.children) == ["Copy ssh command", "Reconnect now", "Disconnect", "Forget"]
+    name = "uprod_qpWia@3.4.5.6:22"
+    assert find(items, "Reconnect now").action == Action("reconnect", (name,))
+    assert find(items, "Disconnect").action == Action("disconnect", (name,))
+    assert find(items, "Forget").action == Action("forget", (name,))
+    copy_ssh = find(items, "Copy ssh command").action
+    assert copy_ssh is not None and copy_ssh.id == "copy_text"
+    assert copy_ssh.args == (ssh_command(ep, CTX.identity_file), "ssh command")
+    assert find(items, "    localhost:18888").action == Action(
+        "open_url", ("https://localhost:18888/",)
+    )
+    assert find(items, "Open watched folder").action == Action("open_folder", ("/w",))
+    assert find(items, "Add job log").action == Action("add_job_log", ("/w",))
+    assert find(items, "Pause all").action == Action("pause_all")
+    assert find(items, "Copy public key").action == Action("copy_public_key", (CTX.public_key,))
+    assert find(items, "Open log").action == Action("open_log", (CTX.log_file,))
+    assert find(items, "Stop daemon").action == Action("stop_daemon")
+    assert find(items, "Quit").action == Action("quit")
+
+
+@pytest.mark.parametrize(
+    ("state", "action", "toggle", "reconnect_enabled"),
+    [
+        ("pending", "active", "Disconnect", True),
+        ("connecting", "active", "Disconnect", True),
+        ("up", "active", "Disconnect", True),
+        ("reconnecting", "active", "Disconnect", True),
+        ("failed", "active", "Disconnect", True),
+        ("stopped", "active", "Connect", False),
+        ("ended", "active", "Connect", False),
+        ("paused", "paused", "Connect", False),
+    ],
+)
+def test_cluster_actions_follow_its_state(
+    state: str, action: str, toggle: str, reconnect_enabled: bool
+) -> None:
+    items = build_menu(snapshot(endpoint(state=state, action=action)), CTX)
+    header = next(i for i in items if i.text.startswith("qpWia"))
+    assert f"  {state} since " in header.text
+    assert find(header.children, toggle).action == Action(
+        toggle.lower(), ("uprod_qpWia@3.4.5.6:22",)
+    )
+    assert find(header.children, "Reconnect now").enabled is reconnect_enabled
+
+
+def test_failed_cluster_shows_its_error_and_reconnects() -> None:
+    error = "host key for 3.4.5.6 changed: see jobtunnel hostkeys"
+    items = build_menu(snapshot(endpoint(state="failed", last_error=error, reconnects=3)), CTX)
+    header = find(items, "qpWia")
+    assert texts(header.children)[:2] == [f"Last error: {error}", "Reconnected 3 times"]
+    assert not header.children[0].enabled
+
+
+def test_pause_and_resume_all() -> None:
+    active, paused = endpoint("a"), endpoint("b", state="paused", action="paused")
+    assert "Resume all" not in texts(build_menu(snapshot(active), CTX))
+    both = build_menu(snapshot(active, paused), CTX)
+    assert "Pause all" in texts(both) and "Resume all" in texts(both)
+    only_paused = build_menu(snapshot(paused), CTX)
+    assert "Pause all" not in texts(only_paused)
+    assert find(only_paused, "Resume all").action == Action("resume_all")
+    assert not find(build_menu(snapshot(), CTX), "Pause all").enabled
+
+
+def test_watched_folders_none_one_many() -> None:
+    none = build_menu(snapshot(folders=()), CTX)
+    assert "No clusters yet (no watched folder)" in texts(none)
+    assert not find(none, "Open watched folder").enabled
+    assert find(none, "Add job log").action == Action("add_job_log", ("",))
+    many = build_menu(snapshot(folders=("/a", "/b")), CTX)
+    assert "No clusters yet (watching 2 folders)" in texts(many)
+    folder = find(many, "Open watched folder")
+    assert [c.action for c in folder.children] == [
+        Action("open_folder", ("/a",)),
+        Action("open_folder", ("/b",)),
+    ]
+
+
+def test_notebook_forward_opens_the_notebook() -> None:
+    url = "https://platform.rescale.com/notebooks/xyz/?token=abc"
+    ep = endpoint(notebook_url=url, forwards=[forward(18888, 8888)])
+    item = find(build_menu(snapshot(ep), CTX), "    localhost:18888")
+    assert item.action == Action("open_url", ("https://localhost:18888/?token=abc",))
+
+
+def test_unusable_forwards_are_disabled() -> None:
+    ep = endpoint(
+        forwards=[forward(None), forward(2000, state="closed"), forward(1080, dynamic=True)]
+    )
+    items = build_menu(snapshot(ep), CTX)
+    fwd = [i for i in items if i.text.startswith("    ")]
+    assert [i.enabled for i in fwd] == [False, False, False]
+
+
+def test_menu_is_pure() -> None:
+    snap = snapshot(endpoint(), endpoint("b", state="failed", last_error="x"))
+    before = copy.deepcopy(snap)
+    assert build_menu(snap, CTX) == build_menu(snap, CTX)
+    assert snap == before
+
+
+def test_unknown_action_is_refused() -> None:
+    with pytest.raises(ValueError):
+        Action("rm -rf")
+
+
+def test_menu_survives_odd_snapshots() -> None:
+    odd: dict[str, Any] = {"daemon": None, "endpoints": [None, {"forwards": [None]}]}
+    assert texts(build_menu(odd, CTX))[0] == "no active tunnels"
+    assert texts(build_menu({}, CTX))[0] == "no clusters yet"
+
+
+# -- notices ---------------------------------------------------------------------------
+
+
+def test_notices_new_down_restored() -> None:
+    policy = NoticePolicy(down_after=30, per_endpoint=0, per_minute=100)
+    a = endpoint("a")
+    assert policy.update(snapshot(a), 0) == []  # the first snapshot seeds what is known
+    b = endpoint("b")
+    [new] = policy.update(snapshot(a, b), 1)
+    assert new.kind == "new" and new.title == "New cluster" and "b" in new.message
+    down = endpoint("a", state="reconnecting", last_error="connection lost")
+    assert policy.update(snapshot(down, b), 2) == []
+    assert policy.update(snapshot(down, b), 20) == []
+    [late] = policy.update(snapshot(down, b), 33)
+    assert late.kind == "down" and "connection lost" in late.message
+    assert policy.update(snapshot(down, b), 60) == []  # once per outage
+    [back] = policy.update(snapshot(a, b), 61)
+    assert back.kind == "restored" and back.title == "a: tunnel restored"
+    assert policy.update(None, 62) == []
+
+
+def test_short_outage_and_paused_are_quiet() -> None:
+    policy = NoticePolicy(down_after=30)
+    policy.update(snapshot(endpoint()), 0)
+    policy.update(snapshot(endpoint(state="reconnecting")), 1)
+    assert policy.update(snapshot(endpoint()), 10) == []
+    paused = endpoint(state="paused", action="paused")
+    assert policy.update(snapshot(paused), 11) == []
+    assert policy.update(snapshot(paused), 500) == []
+
+
+def test_rate_limit_but_host_key_always() -> None:
+    policy = NoticePolicy(down_after=0, per_endpoint=60, per_minute=2)
+    policy.update(snapshot(), 0)
+    got = policy.update(snapshot(endpoint("a"), endpoint("b"), endpoint("c")), 1)
+    assert [n.kind for n in got] == ["new", "new"]  # the third is over the per-minute cap
+    flap = NoticePolicy(down_after=0, per_endpoint=60, per_minute=100)
+    flap.update(snapshot(endpoint()), 0)
+    kinds = []
+    for t in range(1, 20):
+        state = "reconnecting" if t % 2 else "up"
+        kinds += [n.kind for n in flap.update(snapshot(endpoint(state=state)), t)]
+    assert kinds == ["down", "restored"]  # a flapping link says so once a minute
+    err = "Host key for 3.4.5.6 changed"
+    key = [
+        n.kind
+        for t in range(5)
+        for n in flap.update(snapshot(endpoint(state="failed", last_error=f"{err} ({t})")), 100 + t)
+    ]
+    assert key.count("host_key") == 5
+
+
+def test_notifier_without_service_logs_once(caplog: pytest.LogCaptureFixture) -> None:
+    sent: list[tuple[str, str]] = []
+    notifier = Notifier(lambda m, t: sent.append((m, t)), check=lambda: "no service")
+    with caplog.at_level(logging.INFO, "jobtunnel.tray.notify"):
+        assert not notifier.show(Notice("new", "T", "M"))
+        assert not notifier.show(Notice("new", "T2", "M2"))
+    assert sent == []
+    assert sum("notifications are skipped" in r.message for r in caplog.records) == 1
+
+    def broken(_m: str, _t: str) -> None:
+        raise RuntimeError("org.freedesktop.Notifications was not provided")
+
+    assert not Notifier(broken, check=lambda: None).show(Notice("new", "T", "M"))
+    ok = Notifier(lambda m, t: sent.append((m, t)), check=lambda: None)
+    assert ok.show(Notice("new", "T", "M")) and sent == [("M", "T")]
+
+
+# -- backend ---------------------------------------------------------------------------
+
+
+def test_backend_xorg_has_no_menu(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PYSTRAY_BACKEND", "xorg")
+    monkeypatch.setenv("DISPLAY", ":99")
+    name, usable, why = backend.describe()
+    assert (name, usable) == ("xorg", False) and "no menu" in why
+
+
+def test_backend_without_display(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PYSTRAY_BACKEND", raising=False)
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    _name, usable, why = backend.describe()
+    assert not usable and why
+
+
+# -- actions (the desktop faked) -------------------------------------------------------
+
+
+class Desktop:
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.calls: list[tuple[str, Any]] = []
+        for fn in ("open_path", "open_url", "spawn_daemon"):
+            monkeypatch.setattr(
+                tray_app.desktop, fn, lambda arg=None, _fn=fn: self.calls.append((_fn, arg))
+            )
+        monkeypatch.setattr(
+            tray_app.desktop, "copy_text", lambda text: self.calls.append(("copy", text)) or True
+        )
+        monkeypatch.setattr(tray_app.desktop, "choose_file", lambda folder, done: False)
+
+
+@pytest.fixture
+def tray(isolated_home: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[tray_app.TrayApp, Desktop]:
+    desktop = Desktop(monkeypatch)
+    app = tray_app.TrayApp()
+    told: list[tuple[str, str]] = []
+    monkeypatch.setattr(app, "tell", lambda title, message: told.append((title, message)))
+    app.told = told  # type: ignore[attr-defined]
+    return app, desktop
+
+
+def test_edit_settings_creates_the_default_config(tray: tuple[tray_app.TrayApp, Desktop]) -> None:
+    app, desktop = tray
+    config = Path(app.context().config_file)
+    assert not config.exists()
+    app.dispatch(Action("edit_settings", (str(config),)))
+    assert config.read_text() == default_config_text()
+    assert desktop.calls == [("open_path", config)]
+    config.write_text("# mine\n")
+    app.dispatch(Action("edit_settings", (str(config),)))
+    assert config.read_text() == "# mine\n"
+
+
+def test_copy_public_key(tray: tuple[tray_app.TrayApp, Desktop]) -> None:
+    app, desktop = tray
+    pub = Path(app.context().public_key)
+    app.dispatch(Action("copy_public_key", (str(pub),)))
+    assert app.told == [("No public key yet", f"{pub} does not exist")]  # type: ignore[attr-defined]
+    pub.parent.mkdir(parents=True)
+    pub.write_text("ssh-ed25519 AAAA jobtunnel\n")
+    app.dispatch(Action("copy_public_key", (str(pub),)))
+    assert desktop.calls == [("copy", "ssh-ed25519 AAAA jobtunnel")]
+
+
+def test_start_daemon_and_open_actions(tray: tuple[tray_app.TrayApp, Desktop]) -> None:
+    app, desktop = tray
+    app.dispatch(Action("start_daemon"))
+    assert desktop.calls == [("spawn_daemon", None)]
+    assert find(app.menu_model(), "Starting daemon").enabled is False
+    app.dispatch(Action("add_job_log", ("/w",)))  # no file chooser: opens the folder
+    app.dispatch(Action("open_log", ("/l",)))
+    assert desktop.calls[1:] == [("open_path", Path("/w")), ("open_path", Path("/l"))]
+    app.dispatch(Action("copy_text", ("ssh x", "ssh command")))
+    assert desktop.calls[-1] == ("copy", "ssh x")
+
+
+def test_a_failing_action_does_not_raise(
+    tray: tuple[tray_app.TrayApp, Desktop], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app, _ = tray
+
+    def boom(_p: object) -> None:
+        raise OSError("no xdg-open")
+
+    monkeypatch.setattr(tray_app.desktop, "open_path", boom)
+    app.dispatch(Action("open_log", ("/l",)))  # logged, not raised
+
+
+def test_follow_without_daemon_retries_with_backoff(
+    tray: tuple[tray_app.TrayApp, Desktop], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No daemon: the tray shows so and retries, doubling up to 2 s, never a tight loop."""
+    import asyncio
+
+    app, _ = tray
+    sleeps: list[float] = []
+    shown: list[object] = []
+    real_sleep = asyncio.sleep
+
+    async def fake_sleep(delay: float) -> None:
+        if delay != tray_app.TICK:
+            sleeps.append(delay)
+        if len(sleeps) >= 6:
+            app.stopping.set()
+        await real_sleep(0)
+
+    monkeypatch.setattr(tray_app.asyncio, "sleep", fake_sleep)
+    app.snapshot = {"endpoints": []}  # as if a daemon had been there
+    monkeypatch.setattr(app, "show", lambda snap, detail=None: shown.append(snap))
+    asyncio.run(asyncio.wait_for(app.follow(), 10))
+    assert sleeps[:5] == [0.25, 0.5, 1.0, 2.0, 2.0]
+    assert shown[0] is None
