@@ -42,6 +42,7 @@ Handler = Callable[[dict[str, Any]], Awaitable[Any]]
 # slept (CLOCK_MONOTONIC stops during suspend on Linux) or the time was set.
 CLOCK_JUMP = 5.0
 SAVE_DELAY = 0.2
+PUBLISH_DELAY = 0.1
 
 
 class CommandError(ControlError):
@@ -98,6 +99,7 @@ class Service:
         self._stopping = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._save_handle: asyncio.TimerHandle | None = None
+        self._publish_handle: asyncio.TimerHandle | None = None
         self._watchdog_handle: asyncio.TimerHandle | None = None
         self._clock = _Clock(time.time(), time.monotonic())
         self.watcher = self._new_watcher()
@@ -255,7 +257,13 @@ class Service:
     def _on_status(self, key: Key, status: TunnelStatus) -> None:
         if self._remember_ports():
             self._save_soon()
-        self._publish()
+        self._publish_soon()
+
+    def _publish_soon(self) -> None:
+        """Coalesce bursts (many clients connecting at once) into one status event."""
+        if self._publish_handle is None:
+            loop = asyncio.get_running_loop()
+            self._publish_handle = loop.call_later(PUBLISH_DELAY, self._publish)
 
     def _remember_ports(self) -> bool:
         """Copy every tunnel's bound ports into the state; True if anything changed."""
@@ -326,8 +334,7 @@ class Service:
         self._clock = _Clock(wall, mono)
         if jumped > CLOCK_JUMP:
             log.info("clock jumped %.0f s (resume from sleep?): probing every tunnel", jumped)
-            for tunnel in self.tunnels.values():
-                tunnel.reconnect_now()
+            await asyncio.gather(*(t.probe() for t in self.tunnels.values()))
         ended = [k for k, t in self.tunnels.items() if t.state.value == "ended"]
         if ended:
             self._publish()
@@ -397,6 +404,9 @@ class Service:
         return f"{up} tunnels up, {waiting} connecting, {len(self.state)} endpoints known"
 
     def _publish(self) -> None:
+        if self._publish_handle is not None:
+            self._publish_handle.cancel()
+            self._publish_handle = None
         self.control.publish("status", self.status())
 
     def status(self) -> dict[str, Any]:
@@ -436,7 +446,7 @@ class Service:
                     "remote_host": spec.remote_host or None,
                     "remote_port": spec.remote_port or None,
                     "state": _forward_state(status, fs),
-                    "clients": getattr(fs, "clients", 0) if fs else 0,
+                    "clients": fs.clients if fs else 0,
                     "error": fs.error if fs else None,
                 }
             )

@@ -127,6 +127,7 @@ class ForwardStatus:
     local_port: int | None  # None while not listening
     remote: str  # "host:port", or "socks" for a dynamic forward
     error: str | None = None  # why the port could not be bound
+    clients: int = 0  # local connections being served or held on this forward
 
 
 @dataclass(frozen=True)
@@ -286,6 +287,7 @@ class _Forward:
     server: asyncio.Server | None = None
     port: int | None = None
     error: str | None = None
+    clients: int = 0
 
     def status(self) -> ForwardStatus:
         remote = (
@@ -301,6 +303,7 @@ class _Forward:
             local_port=self.port,
             remote=remote,
             error=self.error,
+            clients=self.clients,
         )
 
 
@@ -442,6 +445,23 @@ class Tunnel:
         """Skip the backoff wait; also retries after a refused host key."""
         self._machine.reconnect_now(time.monotonic())
         self._wake.set()
+
+    async def probe(self, timeout: float = 5.0) -> bool:
+        """Check the link now (after a sleep or a network change) instead of waiting for
+        the keepalive timer: a link that does not answer is dropped, so the reconnect
+        starts at once. True if the link answered."""
+        conn = self.connection
+        if conn is None:
+            self.reconnect_now()
+            return False
+        try:
+            # asyncssh 2.24 has no public ping; this is the request its keepalive sends.
+            await asyncio.wait_for(conn._make_keepalive_request(), timeout)
+        except (TimeoutError, OSError, asyncssh.Error) as exc:
+            log.info("%s: no answer to a probe (%s); reconnecting", self.name, exc or "timeout")
+            conn.abort()
+            return False
+        return True
 
     async def stop(self) -> None:
         """Pause: close the connection, the listeners and all clients."""
@@ -651,6 +671,8 @@ class Tunnel:
         assert task is not None
         self._client_tasks.add(task)
         self.active_clients += 1
+        fwd.clients += 1
+        self._notify()
         try:
             await self._serve(fwd, reader, writer)
         except asyncio.CancelledError:
@@ -664,7 +686,9 @@ class Tunnel:
             log.exception("%s: unexpected error serving a client", self.name)
         finally:
             self.active_clients -= 1
+            fwd.clients -= 1
             self._client_tasks.discard(task)
+            self._notify()
             if not writer.is_closing():
                 writer.close()
 

@@ -17,8 +17,9 @@ class FakeTunnel:
         self.state = state
         self.reconnects = 0
 
-    def reconnect_now(self) -> None:
+    async def probe(self) -> bool:
         self.reconnects += 1
+        return self.state is State.UP
 
 
 def test_config_maps_onto_the_engine(tmp_path: Path) -> None:
@@ -46,7 +47,7 @@ def test_config_maps_onto_the_engine(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("jump", "expected"), [(0.0, 0), (120.0, 1)])
-def test_a_clock_jump_retries_every_tunnel_at_once(
+def test_a_clock_jump_probes_every_tunnel_at_once(
     isolated_home: Path, jump: float, expected: int
 ) -> None:
     async def body() -> list[int]:
