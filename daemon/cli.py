@@ -742,6 +742,41 @@ def build_parser() -> argparse.ArgumentParser:
     config_sub.add_parser(
         "init", help="write the commented default config (never overwrites)"
     ).set_defaults(func=cmd_config_init)
+
+    def cmd_service(args: argparse.Namespace) -> int:
+        from jobtunnel.daemon import loginservice  # lazily: only this command needs it
+
+        return loginservice.main(args.action, args.platform, dry_run=args.dry_run, root=args.root)
+
+    service = sub.add_parser(
+        "service",
+        help="start jobtunnel at every login (systemd user units, LaunchAgents, logon tasks)",
+        description=(
+            "install: write the login-service files for this installation (its Python, its "
+            "paths), then enable and start them; running it again updates them. uninstall: "
+            "stop them and remove exactly the files install wrote. status: what is installed "
+            "and running. Exit status 1 when the service manager could not do it (the files "
+            "are then still written, and it says how to start jobtunnel instead)."
+        ),
+    )
+    service.add_argument("action", choices=["install", "uninstall", "status"])
+    service.add_argument(
+        "--dry-run", action="store_true", help="print the files and commands; change nothing"
+    )
+    service.add_argument(
+        "--platform",
+        choices=["linux", "macos", "windows"],
+        help="render another platform's files (with --dry-run or --root)",
+    )
+    service.add_argument(
+        "--root",
+        type=Path,
+        metavar="DIR",
+        help="write the files under DIR as if it were / and run no command (for packaging "
+        "and tests)",
+    )
+    service.set_defaults(func=cmd_service)
+
     _add_setup_commands(sub)
     # Which subcommands exist (init offers `service install` only when it does).
     parser.set_defaults(commands=frozenset(sub.choices))
