@@ -398,6 +398,7 @@ class Context:
     root: Path | None = None  # write under this folder as if it were / ; run no command
     dry_run: bool = False
     out: Callable[[str], None] = print
+    err: Callable[[str], None] = field(default=lambda text: print(text, file=sys.stderr))
     said: list[str] = field(default_factory=list)
 
     def at(self, path: Path) -> Path:
@@ -406,6 +407,10 @@ class Context:
     def say(self, text: str) -> None:
         self.said.append(text)
         self.out(text)
+
+    def warn(self, text: str) -> None:
+        self.said.append(text)
+        self.err(text)
 
 
 def _ours(path: Path) -> bool:
@@ -493,7 +498,7 @@ def _manager_absent(ctx: Context, cmds: Commands) -> str:
 
 def _refuse_foreign(target: Target, ctx: Context) -> int | None:
     if target.platform != host_platform() and not ctx.dry_run and ctx.root is None:
-        ctx.say(
+        ctx.warn(
             f"jobtunnel: this is {host_platform()}: {target.platform} files can only be "
             "shown (--dry-run) or written under a folder (--root DIR)"
         )
@@ -522,8 +527,8 @@ def install(target: Target, ctx: Context) -> int:
     ]
     if conflicts:
         for path in conflicts:
-            ctx.say(f"jobtunnel: {path} exists and was not written by jobtunnel; move it away")
-        ctx.say("nothing was changed")
+            ctx.warn(f"jobtunnel: {path} exists and was not written by jobtunnel; move it away")
+        ctx.warn("nothing was changed")
         return 1
     manifest_path = ctx.at(target.manifest)
     manifest = _read_manifest(manifest_path)
@@ -551,7 +556,7 @@ def install(target: Target, ctx: Context) -> int:
         return 0
     absent = _manager_absent(ctx, cmds)
     if absent:
-        ctx.say(
+        ctx.warn(
             f"jobtunnel: {absent}, so nothing was enabled or started. The files above stay: "
             + _how_to_start(target.platform)
         )
@@ -561,7 +566,7 @@ def install(target: Target, ctx: Context) -> int:
         result = _run(ctx, cmd)
         failed += bool(result and result.returncode != 0 and cmd.check)
     if failed:
-        ctx.say(f"jobtunnel: {failed} command(s) failed (above); {_how_to_start(target.platform)}")
+        ctx.warn(f"jobtunnel: {failed} command(s) failed (above); {_how_to_start(target.platform)}")
         return 1
     ctx.say("jobtunnel now starts at every login; `jobtunnel service status` shows it")
     return 0
@@ -605,7 +610,7 @@ def uninstall(target: Target, ctx: Context) -> int:
         for cmd in cmds.before_remove:
             _run(ctx, cmd)
     elif ctx.root is None:
-        ctx.say(
+        ctx.warn(
             f"jobtunnel: {absent}: removing the files only; a running daemon keeps running "
             "until `jobtunnel stop`"
         )
@@ -619,7 +624,7 @@ def uninstall(target: Target, ctx: Context) -> int:
         try:
             path.unlink()
         except OSError as exc:
-            ctx.say(f"jobtunnel: cannot remove {path}: {exc.strerror or exc}")
+            ctx.warn(f"jobtunnel: cannot remove {path}: {exc.strerror or exc}")
             status = 1
             continue
         ctx.say(f"removed {path}")
@@ -665,12 +670,15 @@ def status(target: Target, ctx: Context) -> int:
     if ctx.dry_run or ctx.root is not None:
         ctx.say("would run: " + "; ".join(str(c) for c in cmds.status))
         return 1 if problems else 0
+    absent = _manager_absent(ctx, cmds)
+    if absent:
+        ctx.warn(f"jobtunnel: {absent}; {_how_to_start(target.platform)}")
+        return 1
     for cmd in cmds.status:
         result = ctx.runner(cmd.argv)
         ctx.say(f"$ {shlex.join(cmd.argv)}\n{result.output}".rstrip())
-    running = ctx.runner(cmds.running.argv)
-    if running.returncode != 0:
-        ctx.say(f"the daemon is not running as a login service; {_how_to_start(target.platform)}")
+    if ctx.runner(cmds.running.argv).returncode != 0:
+        ctx.say("the daemon is not running as a login service")
         problems += 1
     return 1 if problems else 0
 
