@@ -363,7 +363,7 @@ def _key_fail(exc: Exception) -> Fail:
     return Fail(str(exc), 1)
 
 
-def _show_public(path: Path, stream: IO[str] = sys.stdout) -> keys.OwnKey:
+def _show_public(path: Path) -> keys.OwnKey:
     """Print the public key line (alone on stdout, for pasting or piping), fingerprint aside."""
     try:
         own = keys.public_key(path)
@@ -376,7 +376,7 @@ def _show_public(path: Path, stream: IO[str] = sys.stdout) -> keys.OwnKey:
             own = keys.public_key(path, phrase)
         except keys.KeyFileError as again:
             raise _key_fail(again) from None
-    print(own.line, file=stream)
+    print(own.line)
     print(f"{own.fingerprint}  ({path})", file=sys.stderr)
     return own
 
