@@ -150,3 +150,19 @@ def test_crlf_line_endings(tmp_path: Path) -> None:
     source, public = puttygen_key(tmp_path, "ecdsa -b 256", 2, "pw")
     windows = source.read_text().replace("\n", "\r\n").encode()
     assert same_key(ppk.convert(windows, "pw").export_public_key().decode(), public)
+
+
+def test_cli_import_asks_the_passphrase(
+    isolated_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from jobtunnel.daemon import passphrase
+    from jobtunnel.daemon.cli import main
+
+    source, public = puttygen_key(tmp_path, "ed25519", 3, "pw", "argon2id")
+    monkeypatch.setattr(passphrase, "ask", lambda prompt: None)  # no terminal
+    assert main(["keys", "import", str(source)]) == 2
+    monkeypatch.setattr(passphrase, "ask", lambda prompt: "nope")
+    assert main(["keys", "import", str(source)]) == 1
+    monkeypatch.setattr(passphrase, "ask", lambda prompt: "pw")
+    assert main(["keys", "import", str(source)]) == 0
+    assert same_key(public_of(keys.own_key_path("ed25519"), "pw"), public)
