@@ -39,10 +39,10 @@ ENDPOINT = (
 SCAN_CHILD = """
 import sys, time, json
 from pathlib import Path
-from jobtunnel.daemon.cli import scan_file
+from jobtunnel.daemon.scan import scan_file
 from jobtunnel.daemon.config import Config
 start = time.perf_counter()
-found = scan_file(Path(sys.argv[1]), Config(), lambda r: None)
+found = scan_file(Path(sys.argv[1]), Config().detect, lambda r: None)
 print(json.dumps({"seconds": time.perf_counter() - start, "endpoints": len(found)}))
 """
 

@@ -12,7 +12,7 @@ import json
 import logging
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -24,15 +24,15 @@ from jobtunnel.daemon.config import (
     load_config,
     render_toml,
 )
-from jobtunnel.daemon.detect import Detector, Endpoint, EndpointSet, Rejection
+from jobtunnel.daemon.detect import Endpoint
 from jobtunnel.daemon.files import write_new
 from jobtunnel.daemon.logs import setup_logging
+from jobtunnel.daemon.scan import scan_file
 
 __all__ = ["main"]
 
 log = logging.getLogger("jobtunnel")
 
-CHUNK = 1 << 20
 # Files at least this large get a progress line on an interactive terminal.
 PROGRESS_FROM = 64 << 20
 
@@ -72,15 +72,6 @@ def _load(args: argparse.Namespace) -> tuple[Config, Path]:
 # -- scan ------------------------------------------------------------------------------
 
 
-def _read_chunks(path: Path, progress: Callable[[int], None]) -> Iterator[bytes]:
-    with path.open("rb") as handle:
-        done = 0
-        while chunk := handle.read(CHUNK):
-            done += len(chunk)
-            progress(done)
-            yield chunk
-
-
 def _progress_line(path: Path, stream: IO[str]) -> Callable[[int], None]:
     """A throttled "scanning FILE: 40% (400 MB of 1000 MB)" line, when it helps."""
     try:
@@ -103,28 +94,6 @@ def _progress_line(path: Path, stream: IO[str]) -> Callable[[int], None]:
         stream.flush()
 
     return show
-
-
-def scan_file(path: Path, config: Config, rejected: Callable[[Rejection], None]) -> list[Endpoint]:
-    """Endpoints still current at the end of ``path``; rejections go to ``rejected``."""
-    detector = Detector(
-        str(path),
-        username_pattern=config.detect.username_pattern,
-        allow_private_addresses=config.detect.allow_private_addresses,
-    )
-    current = EndpointSet()
-
-    def take(findings: list[Endpoint | Rejection]) -> None:
-        for finding in findings:
-            if isinstance(finding, Rejection):
-                rejected(finding)
-            else:
-                current.add(finding)
-
-    for chunk in _read_chunks(path, _progress_line(path, sys.stderr)):
-        take(detector.feed(chunk))
-    take(detector.close())
-    return list(current)
 
 
 def _table(rows: list[list[str]], header: list[str]) -> str:
@@ -150,7 +119,12 @@ def cmd_scan(args: argparse.Namespace) -> int:
             status = 2
             continue
         try:
-            endpoints = scan_file(path, config, lambda r: print(r, file=sys.stderr))
+            endpoints = scan_file(
+                path,
+                config.detect,
+                lambda r: print(r, file=sys.stderr),
+                _progress_line(path, sys.stderr),
+            )
         except OSError as exc:
             print(f"jobtunnel: {path}: cannot read: {exc.strerror or exc}", file=sys.stderr)
             status = 2

@@ -26,6 +26,7 @@ from jobtunnel.daemon.forward import ForwardSpec, parse_dynamic, parse_forward
 from jobtunnel.daemon.hostkeys import HostKeyStore
 from jobtunnel.daemon.instance import InstanceLock
 from jobtunnel.daemon.passphrase import keyring_source
+from jobtunnel.daemon.scan import scan_file
 from jobtunnel.daemon.store import EndpointRecord, State, Store, StoreError
 from jobtunnel.daemon.systemd import Notifier
 from jobtunnel.daemon.tunnel import Tunnel, TunnelOptions, TunnelStatus
@@ -520,20 +521,11 @@ class Service:
         if not path.is_file():
             raise CommandError(f"{target}: no such file (and not USER@HOST[:PORT])")
 
-        def scan() -> tuple[list[Endpoint], list[Rejection]]:
-            detector = self._detector(path.resolve())
-            found: dict[str, Endpoint] = {}
-            rejected: list[Rejection] = []
-            with path.open("rb") as handle:
-                while chunk := handle.read(1 << 20):
-                    for f in detector.feed(chunk):
-                        _collect(f, found, rejected)
-            for f in detector.close():
-                _collect(f, found, rejected)
-            return list(found.values()), rejected
-
+        rejected: list[Rejection] = []
         try:
-            endpoints, rejected = await asyncio.to_thread(scan)
+            endpoints = await asyncio.to_thread(
+                scan_file, path.resolve(), self.config.detect, rejected.append
+            )
         except OSError as exc:
             raise CommandError(f"{target}: cannot read: {exc.strerror or exc}") from None
         if not endpoints:
@@ -621,17 +613,6 @@ class Service:
         # Reply first; the shutdown follows on the next loop turn.
         asyncio.get_running_loop().call_soon(self.request_stop)
         return "stopping"
-
-
-def _collect(
-    finding: Endpoint | Rejection, found: dict[str, Endpoint], rejected: list[Rejection]
-) -> None:
-    if isinstance(finding, Rejection):
-        rejected.append(finding)
-        return
-    identity = finding.job_id or f"{finding.user}@{finding.host}:{finding.port}"
-    found.pop(identity, None)
-    found[identity] = finding
 
 
 def _port_arg(text: str, whole: str) -> int:

@@ -266,6 +266,21 @@ def test_firefox_download_and_bulk_copy(env: Env, daemons: Callable[[], Daemon])
     assert retrying[0]["state"] in ("reconnecting", "connecting")
     assert "refused" in retrying[0]["last_error"].lower()
 
+    # A log outside the watched folders, added by hand.
+    elsewhere = env.home / "Downloads" / "other job.txt"
+    elsewhere.parent.mkdir()
+    other = free_port()
+    elsewhere.write_text("x\n" + env.log_line(other))
+    added = env.cli("add", str(elsewhere))
+    assert added.returncode == 0, added.stderr
+    assert f"127.0.0.1:{other}" in added.stdout
+    assert any(e["port"] == other for e in env.status()["endpoints"])
+    empty = env.home / "Downloads" / "empty.log"
+    empty.write_text("nothing here\n")
+    refused_add = env.cli("add", str(empty))
+    assert refused_add.returncode == 1
+    assert "no cluster endpoint found" in refused_add.stderr
+
 
 @pytest.mark.timeout(120)
 def test_corrupt_state_second_daemon_and_clean_stop(
