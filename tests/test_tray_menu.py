@@ -325,6 +325,10 @@ def test_failed_cluster_shows_its_error_and_reconnects() -> None:
     header = find(items, "qpWia")
     assert texts(header.children)[:2] == [f"Last error: {error}", "Reconnected 3 times"]
     assert not header.children[0].enabled
+    long = "Host key changed: refusing to connect (pinned SHA256:" + "x" * 300 + ")"
+    items = build_menu(snapshot(endpoint(state="failed", last_error=long)), CTX)
+    line = find(items, "qpWia").children[0].text
+    assert len(line) == 90 and line.endswith("…") and line.startswith("Last error: Host key")
 
 
 def test_pause_and_resume_all() -> None:

@@ -198,11 +198,13 @@ class TrayApp:
     async def _request(self, cmd: str, args: dict[str, Any]) -> Any:
         try:
             async with ControlClient(self._control_path, self._transport, timeout=10) as c:
-                return await c.request(cmd, **args)
+                result = await c.request(cmd, **args)
         except ControlError as exc:
             log.warning("%s failed: %s", cmd, exc)
             self.tell(f"jobtunnel: {cmd} failed", str(exc))
             return None
+        log.info("%s: done (%s)", cmd, result)
+        return result
 
     # -- the daemon connection (worker thread) -----------------------------------------
 

@@ -25,6 +25,7 @@ __all__ = [
     "Item",
     "MenuContext",
     "build_menu",
+    "clip",
     "forward_text",
     "forward_url",
     "notebook_on_tunnel",
@@ -58,6 +59,13 @@ RUNNING = frozenset({"pending", "connecting", "up", "reconnecting", "failed"})
 JUPYTER_PORT = 8888
 TLS_PORTS = frozenset({443, 8443, JUPYTER_PORT})
 LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
+# Menu lines longer than this are cut (a host-key error runs to several hundred characters).
+MAX_TEXT = 90
+
+
+def clip(text: str, limit: int = MAX_TEXT) -> str:
+    """``text`` cut to ``limit`` characters, with an ellipsis when cut."""
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
 
 
 @dataclass(frozen=True)
@@ -210,7 +218,7 @@ def _endpoint_items(ep: Mapping[str, Any], ctx: MenuContext) -> list[Item]:
     sub: list[Item] = []
     error = ep.get("last_error")
     if isinstance(error, str) and error and state != "up":
-        sub.append(Item(f"Last error: {error}", enabled=False))
+        sub.append(Item(clip(f"Last error: {error}"), enabled=False))
     reconnects = ep.get("reconnects")
     if isinstance(reconnects, int) and reconnects:
         sub.append(Item(f"Reconnected {_plural(reconnects, 'time')}", enabled=False))
@@ -227,12 +235,12 @@ def _endpoint_items(ep: Mapping[str, Any], ctx: MenuContext) -> list[Item]:
         else Item("Connect", Action("connect", (name,))),
         Item("Forget", Action("forget", (name,))),
     ]
-    items = [Item(header, children=tuple(sub))]
+    items = [Item(clip(header), children=tuple(sub))]
     for fwd in ep.get("forwards") or []:
         if not isinstance(fwd, Mapping):
             continue
         url = forward_url(ep, fwd)
-        text = "    " + forward_text(fwd)
+        text = clip("    " + forward_text(fwd))
         if url is None:
             items.append(Item(text, enabled=False))
         else:
@@ -245,7 +253,7 @@ def _endpoint_items(ep: Mapping[str, Any], ctx: MenuContext) -> list[Item]:
 def _no_daemon(ctx: MenuContext) -> tuple[Item, ...]:
     head = "jobtunnel daemon is not running"
     return (
-        Item(head + (f": {ctx.detail}" if ctx.detail else ""), enabled=False),
+        Item(clip(head + (f": {ctx.detail}" if ctx.detail else "")), enabled=False),
         Item("Starting daemon…", enabled=False)
         if ctx.starting_daemon
         else Item("Start daemon", Action("start_daemon")),
@@ -270,7 +278,7 @@ def build_menu(snapshot: Mapping[str, Any] | None, ctx: MenuContext) -> tuple[It
 
     items: list[Item] = [Item(tooltip(snapshot).removeprefix("jobtunnel: "), enabled=False)]
     if daemon.get("save_error"):
-        items.append(Item(f"Cannot save state: {daemon['save_error']}", enabled=False))
+        items.append(Item(clip(f"Cannot save state: {daemon['save_error']}"), enabled=False))
     items.append(SEPARATOR)
     for ep in endpoints:
         items += _endpoint_items(ep, ctx)
