@@ -184,7 +184,10 @@ def needs_passphrase(data: bytes) -> bool:
 
 
 def _argon2(ppk: PpkFile, passphrase: bytes) -> bytes:
-    from cryptography.hazmat.primitives.kdf import argon2
+    try:
+        from cryptography.hazmat.primitives.kdf import argon2
+    except ImportError:  # cryptography < 44
+        argon2 = None  # type: ignore[assignment]
 
     kdf_name = ppk.headers.get("Key-Derivation", "")
     kdfs: dict[str, Callable[..., Any] | None] = {
