@@ -66,6 +66,7 @@ __all__ = [
     "status",
     "target_for",
     "uninstall",
+    "values_for",
 ]
 
 log = logging.getLogger(__name__)
@@ -85,7 +86,7 @@ TASKS = ("jobtunnel", "jobtunnel-tray")
 WANTS = {DAEMON_UNIT: "default.target.wants", TRAY_UNIT: "graphical-session.target.wants"}
 
 _PLACEHOLDER = re.compile(r"@[A-Z_]+@")
-_SYSTEMD_SAFE = re.compile(r"[A-Za-z0-9_@+=:,./-]+")
+_SYSTEMD_SAFE = re.compile(r"[A-Za-z0-9_@%+=:,./-]+")
 
 
 # -- where and what: pure ------------------------------------------------------------------
@@ -186,13 +187,17 @@ def render(template: str, values: Mapping[str, str]) -> str:
     return text
 
 
-def systemd_quote(arg: str) -> str:
-    """One word of an ExecStart= line (systemd.service(5) "Command lines")."""
-    arg = arg.replace("%", "%%")  # % starts a specifier
-    if _SYSTEMD_SAFE.fullmatch(arg):
-        return arg
-    arg = arg.replace("\\", "\\\\").replace('"', '\\"').replace("$", "$$")
-    return f'"{arg}"'
+def systemd_executable(path: str) -> str:
+    """The executable word of an ExecStart= line (systemd.service(5) "Command lines")."""
+    # systemd refuses these in an executable name however they are quoted.
+    bad = sorted({c for c in path if c in "'\"\\" or not c.isprintable()})
+    if bad:
+        raise ValueError(
+            f"systemd cannot run {path}: its path contains {' '.join(map(repr, bad))}; "
+            "install jobtunnel into a folder without them"
+        )
+    path = path.replace("%", "%%")  # % starts a specifier; $ is not expanded in this word
+    return path if _SYSTEMD_SAFE.fullmatch(path) else f'"{path}"'
 
 
 def desktop_string(value: str) -> str:
@@ -207,13 +212,14 @@ def desktop_in_quotes(arg: str) -> str:
     return desktop_string(arg.replace("%", "%%"))
 
 
-def _values(target: Target, kind: str) -> dict[str, str]:
+def values_for(target: Target, kind: str) -> dict[str, str]:
+    """The placeholder values for a file of ``kind`` (systemd, desktop, xml), quoted for it."""
     python = str(target.python)
     log_dir = str(target.log_dir)
     if "\n" in python + log_dir:
         raise ValueError("a path with a newline cannot go into a service file")
     if kind == "systemd":
-        return {"MARKER": MARKER, "PYTHON": systemd_quote(python), "LOG_DIR": log_dir}
+        return {"MARKER": MARKER, "PYTHON": systemd_executable(python), "LOG_DIR": log_dir}
     if kind == "desktop":
         return {
             "MARKER": MARKER,
@@ -233,16 +239,16 @@ def plan(target: Target, template: Callable[[str], str] = load_template) -> list
     """The files that make ``target`` start jobtunnel at login, rendered."""
     if target.platform == "linux":
         units = target.config_home / "systemd" / "user"
-        systemd = _values(target, "systemd")
+        systemd = values_for(target, "systemd")
         return [
             FileSpec(units / DAEMON_UNIT, render(template(DAEMON_UNIT), systemd)),
             FileSpec(units / TRAY_UNIT, render(template(TRAY_UNIT), systemd)),
             FileSpec(
                 target.config_home / "autostart" / "jobtunnel-tray.desktop",
-                render(template("jobtunnel-tray.desktop"), _values(target, "desktop")),
+                render(template("jobtunnel-tray.desktop"), values_for(target, "desktop")),
             ),
         ]
-    xml = _values(target, "xml")
+    xml = values_for(target, "xml")
     if target.platform == "macos":
         agents = target.home / "Library" / "LaunchAgents"
         return [
