@@ -166,3 +166,13 @@ def test_cli_import_asks_the_passphrase(
     monkeypatch.setattr(passphrase, "ask", lambda prompt: "pw")
     assert main(["keys", "import", str(source)]) == 0
     assert same_key(public_of(keys.own_key_path("ed25519"), "pw"), public)
+
+
+def test_missing_puttygen_fails_under_ci(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("keytools.shutil.which", lambda name: None)
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="CI=true"):
+        require_tool("puttygen")
+    monkeypatch.setenv("CI", "false")
+    with pytest.raises(pytest.skip.Exception):
+        require_tool("puttygen")
