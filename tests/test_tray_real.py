@@ -191,7 +191,7 @@ def test_real_tray_menu_reconnect_and_daemon_restart(env: Env, desktop: Desktop)
     tray_env = dict(env.vars, DISPLAY=desktop.display, PYSTRAY_BACKEND="appindicator")
     tray_log = desktop.workdir / "tray.log"
     script = f'dunst >"{desktop.workdir}/dunst.log" 2>&1 & exec "$@" 2>"{tray_log}"'
-    desktop.spawn(
+    tray = desktop.spawn(
         "dbus-run-session", "--", "sh", "-c", script, "sh",
         sys.executable, "-m", "jobtunnel.daemon", "-v", "tray",
         env=tray_env,
@@ -254,22 +254,36 @@ def test_real_tray_menu_reconnect_and_daemon_restart(env: Env, desktop: Desktop)
     )
     assert "menu: reconnect" in tray_log.read_text()
 
-    # The daemon goes away: the icon says so; a new daemon: the tray follows by itself.
+    # The daemon goes away: the icon says so; "Start daemon" in the menu brings one back
+    # (detached), and the tray follows it by itself.
     daemon.kill(signal.SIGKILL)
     wait_for(lambda: "daemon not running" in tray_log.read_text(), "the tray to notice")
     time.sleep(0.5)
     gone = desktop.screenshot(desktop.workdir / "no-daemon.png")
     assert shows_colour(gone, box, Overall.NO_DAEMON) >= 30
     assert shows_colour(gone, box, Overall.UP) < 5
-    daemon = Daemon(env)
+    desktop.run("xdotool", "mousemove", str(x + w // 2), str(y + h // 2), "click", "1")
+    time.sleep(1.0)
+    desktop.screenshot(desktop.workdir / "no-daemon-menu.png")
+    assert next(i.text for i in selectable(build_menu(None, context))) == "Start daemon"
+    desktop.key("Down", "Return")
+    started: int | None = None
     try:
-        daemon.wait_ready()
         wait_for(
             lambda: tray_log.read_text().count("daemon connected") >= 2,
-            "the tray to reconnect to the new daemon",
-            timeout=10,
+            "the tray to reach the daemon it started",
         )
+        started = env.status()["daemon"]["pid"]
         wait_for(lambda: endpoint_up(env), "the tunnel under the new daemon")
+        time.sleep(0.5)
+        # "Quit" is the last item: Up from nothing selected reaches it.
+        desktop.run("xdotool", "mousemove", str(x + w // 2), str(y + h // 2), "click", "1")
+        time.sleep(1.0)
+        desktop.key("Up", "Return")
+        assert tray.wait(10) == 0
     finally:
-        daemon.kill()
-    assert "Traceback" not in tray_log.read_text(), tray_log.read_text()
+        if started is not None:
+            os.kill(started, signal.SIGTERM)
+            wait_for(lambda: env.cli("status").returncode != 0, "the started daemon to stop")
+    text = tray_log.read_text()
+    assert "Traceback" not in text and "tray stopped" in text, text
