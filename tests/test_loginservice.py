@@ -338,7 +338,9 @@ def test_windows_logon_tasks(isolated_home: Path, task: str, command: str) -> No
     data = spec.data()
     assert data.startswith(b"\xff\xfe")  # UTF-16 with a byte order mark, as schtasks wants
     root = ET.fromstring(data)
-    get = lambda path: root.findtext(path, namespaces=TASK_NS)  # noqa: E731
+
+    def get(path: str) -> str | None:
+        return root.findtext(path, namespaces=TASK_NS)
 
     assert get("t:RegistrationInfo/t:URI") == f"\\{task}"
     assert root.find("t:Triggers/t:LogonTrigger", TASK_NS) is not None
