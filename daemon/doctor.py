@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from . import keys
+from . import keys, paths
 from .config import Config, ConfigError, load_config
 from .forward import parse_dynamic, parse_forward
 
@@ -146,7 +146,7 @@ def check_daemon(
         status = call("status", transport=config.daemon.control, timeout=5.0)
     except DaemonNotRunning:
         unit = service_file()
-        installed = unit is not None and unit.exists() and sys.platform.startswith("linux")
+        installed = unit.exists() and sys.platform.startswith("linux")
         fix = (
             "systemctl --user start jobtunnel"
             if installed
@@ -163,25 +163,19 @@ def check_daemon(
     ) else None
 
 
-def service_file(platform: str = sys.platform) -> Path | None:
-    """Where the login service definition would be; None where it is not a file."""
+def service_file(platform: str = sys.platform) -> Path:
+    """Where `jobtunnel service install` puts the daemon's login service definition."""
     if platform == "darwin":
         return Path("~/Library/LaunchAgents/com.jobtunnel.daemon.plist").expanduser()
     if platform == "win32":
-        return None
+        # The logon task's definition, as `jobtunnel service install` keeps it.
+        return paths.data_dir() / "service" / "jobtunnel.xml"
     config_home = os.environ.get("XDG_CONFIG_HOME") or str(Path("~/.config").expanduser())
     return Path(config_home) / "systemd" / "user" / "jobtunnel.service"
 
 
 def check_service(platform: str = sys.platform) -> Check:
     path = service_file(platform)
-    if path is None:
-        return Check(
-            "login service",
-            "info",
-            'not checked here (Windows: Task Scheduler, task "jobtunnel")',
-            "jobtunnel service install",
-        )
     if path.exists():
         return Check("login service", "ok", f"installed ({path})")
     return Check(

@@ -84,7 +84,7 @@ def init(config_path: Path | None = None, passphrase: str | None = None) -> Init
                 result.done.append(f"created the watched folder {where}")
 
     result.service_file = service_file()
-    result.service_installed = result.service_file is not None and result.service_file.exists()
+    result.service_installed = result.service_file.exists()
     return result
 
 

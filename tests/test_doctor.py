@@ -81,8 +81,8 @@ def test_all_good_exits_zero(
 ) -> None:
     config_with_forward(free_port())
     firstrun.init()
-    doctor.service_file().parent.mkdir(parents=True)  # type: ignore[union-attr]
-    doctor.service_file().write_text("")  # type: ignore[union-attr]
+    doctor.service_file().parent.mkdir(parents=True)
+    doctor.service_file().write_text("")
     status = {"daemon": {"pid": 4242}, "endpoints": []}
     monkeypatch.setattr("jobtunnel.daemon.control.call_sync", lambda *a, **k: status)
     assert main(["doctor"]) == 0
@@ -130,7 +130,8 @@ def test_taken_port_fails_unless_the_daemon_holds_it(isolated_home: Path, held_p
 def test_service_paths_per_platform(isolated_home: Path) -> None:
     mac = doctor.service_file("darwin")
     assert mac == isolated_home / "Library/LaunchAgents/com.jobtunnel.daemon.plist"
-    assert doctor.check_service("win32").status == "info"
+    assert doctor.service_file("win32") == paths.data_dir() / "service" / "jobtunnel.xml"
+    assert doctor.check_service("win32").status == "fail"  # not installed in this home
 
 
 def test_tray_backend_reported(monkeypatch: pytest.MonkeyPatch) -> None:
