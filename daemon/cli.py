@@ -640,6 +640,10 @@ def build_parser() -> argparse.ArgumentParser:
             "cleanly; SIGHUP reloads the config."
         ),
     )
+    # SUPPRESS: without the flag here, the top-level -v must not be reset to False.
+    run.add_argument(
+        "-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="log debug details"
+    )
     run.set_defaults(func=cmd_run)
 
     status = sub.add_parser("status", help="the daemon and every tunnel, with their state")
