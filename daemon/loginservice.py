@@ -122,8 +122,10 @@ class Target:
 def target_for(platform: Platform, environ: Mapping[str, str] | None = None) -> Target:
     """The target for ``platform`` from this process (interpreter, HOME, XDG, user).
 
-    For another platform than this one (``--platform``), its folders are laid out under
-    this HOME the way that platform would, so its files can be rendered and tested here.
+    ``environ`` gives HOME and XDG_CONFIG_HOME; jobtunnel's own folders (logs, data, state)
+    come from :mod:`paths`, as the daemon finds them. For another platform than this one
+    (``--platform``), its folders are laid out under this HOME the way that platform would,
+    so its files can be rendered and tested here.
     """
     env = os.environ if environ is None else environ
     home = Path(env.get("HOME") or Path.home())
@@ -133,7 +135,10 @@ def target_for(platform: Platform, environ: Mapping[str, str] | None = None) -> 
     if platform == "windows":
         # pythonw.exe sits beside python.exe and opens no console window.
         pythonw = python.with_name("pythonw.exe")
-        python = pythonw if pythonw.exists() or not native else python
+        if pythonw.exists() or not native:
+            python = pythonw
+        else:
+            log.warning("no %s: the logon task runs %s, with a console window", pythonw, python)
         if env.get("USERDOMAIN") and env.get("USERNAME"):
             user = f"{env['USERDOMAIN']}\\{env['USERNAME']}"
         local = home / "AppData" / "Local" / "jobtunnel"
@@ -393,6 +398,7 @@ def run_command(argv: Sequence[str]) -> Result:
         return Result(127, f"{argv[0]}: command not found")
     except subprocess.TimeoutExpired:
         return Result(124, f"{shlex.join(argv)}: no answer within 60 s")
+    log.debug("%s: exit status %d: %s", shlex.join(argv), done.returncode, done.stdout.strip())
     return Result(done.returncode, done.stdout.strip())
 
 
