@@ -80,9 +80,9 @@ rescan_interval = 2
         return f"You can ssh to the cluster: ssh -p {port} {self.sshd.user}@127.0.0.1\n"
 
 
-@pytest.fixture
-def env(tmp_path: Path, sshd: SshServer) -> Iterator[Env]:
-    home = tmp_path / "user"
+def make_env(home: Path, sshd: SshServer, service_port: int) -> Env:
+    """An isolated user in ``home`` (created) whose tunnels forward to ``service_port``;
+    shared with the soak and hostile-input tests."""
     home.mkdir()
     variables = dict(os.environ)
     for var in ("JOBTUNNEL_CONFIG", "SSH_AUTH_SOCK", "NOTIFY_SOCKET", "XDG_RUNTIME_DIR"):
@@ -95,18 +95,23 @@ def env(tmp_path: Path, sshd: SshServer) -> Iterator[Env]:
         XDG_RUNTIME_DIR=str(home / "run"),
     )
     (home / "run").mkdir(mode=0o700)
+    e = Env(
+        home,
+        home / "JobLogs",
+        home / ".config" / "jobtunnel" / "config.toml",
+        sshd,
+        service_port,
+        variables,
+    )
+    e.config.parent.mkdir(parents=True)
+    e.config.write_text(e.config_text([f"{free_port()}:127.0.0.1:{service_port}"]))
+    return e
+
+
+@pytest.fixture
+def env(tmp_path: Path, sshd: SshServer) -> Iterator[Env]:
     with http_server() as http_port:
-        e = Env(
-            home,
-            home / "JobLogs",
-            home / ".config" / "jobtunnel" / "config.toml",
-            sshd,
-            http_port,
-            variables,
-        )
-        e.config.parent.mkdir(parents=True)
-        e.config.write_text(e.config_text([f"{free_port()}:127.0.0.1:{http_port}"]))
-        yield e
+        yield make_env(tmp_path / "user", sshd, http_port)
 
 
 class Daemon:
