@@ -15,6 +15,7 @@ skips, except under CI=true, where it fails.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -129,16 +130,19 @@ class Desktop:
             time.sleep(0.15)
 
     def close(self) -> None:
-        for proc in reversed(self.procs):
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM) if proc.pid != self.procs[0].pid else (
-                    proc.terminate()
-                )
-                try:
-                    proc.wait(5)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait(5)
+        """End everything started here: each helper's whole process group, then Xvfb."""
+        xvfb, *helpers = self.procs
+        for proc in reversed(helpers):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+        for proc in [*reversed(helpers), xvfb]:
+            if proc is xvfb:
+                proc.terminate()
+            try:
+                proc.wait(5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
 
 
 @pytest.fixture
@@ -183,7 +187,15 @@ def shows_colour(shot: Image.Image, box: tuple[int, int, int, int], state: Overa
 @pytest.mark.timeout(120)
 def test_real_tray_menu_reconnect_and_daemon_restart(env: Env, desktop: Desktop) -> None:
     daemon = Daemon(env)
-    daemon.wait_ready()
+    try:
+        daemon.wait_ready()
+        drive_the_tray(env, desktop, daemon)
+    finally:
+        if not daemon.dead():
+            daemon.kill()
+
+
+def drive_the_tray(env: Env, desktop: Desktop, daemon: Daemon) -> None:
     env.logs.mkdir(parents=True, exist_ok=True)
     (env.logs / "job.log").write_text("Starting cluster\n" + env.log_line())
     wait_for(lambda: endpoint_up(env), "the tunnel to come up")
@@ -282,6 +294,9 @@ def test_real_tray_menu_reconnect_and_daemon_restart(env: Env, desktop: Desktop)
         desktop.key("Up", "Return")
         assert tray.wait(10) == 0
     finally:
+        if started is None:
+            with contextlib.suppress(Exception):
+                started = env.status()["daemon"]["pid"]
         if started is not None:
             os.kill(started, signal.SIGTERM)
             wait_for(lambda: env.cli("status").returncode != 0, "the started daemon to stop")
