@@ -574,3 +574,39 @@ def test_follow_without_daemon_retries_with_backoff(
     asyncio.run(asyncio.wait_for(app.follow(), 10))
     assert sleeps[:5] == [0.25, 0.5, 1.0, 2.0, 2.0]
     assert shown[0] is None
+
+
+class FakeIcon:
+    def __init__(self) -> None:
+        self.sets: list[str] = []
+
+    def __setattr__(self, name: str, value: object) -> None:
+        if name != "sets":
+            self.sets.append(name)
+        object.__setattr__(self, name, value)
+
+
+def test_icon_and_menu_are_replaced_only_when_they_change(
+    tray: tuple[tray_app.TrayApp, Desktop], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Replacing the menu closes it under the user's pointer: only on a real change."""
+    import sys
+    import types
+
+    fake = types.ModuleType("jobtunnel.tray.pystray_menu")
+    fake.to_pystray = lambda items, dispatch: items  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "jobtunnel.tray.pystray_menu", fake)
+    app, _ = tray
+    icon = FakeIcon()
+    app.icon = icon
+    app.show(snapshot(endpoint()))
+    assert icon.sets == ["icon", "title", "menu"]
+    app.show(snapshot(endpoint(bytes_sent=5000)))  # nothing the user sees changed
+    app.tick()
+    assert icon.sets == ["icon", "title", "menu"]
+    app.show(snapshot(endpoint(forwards=[forward(clients=1)])))
+    assert icon.sets[3:] == ["menu"]
+    app.show(snapshot(endpoint(state="reconnecting")))
+    assert icon.sets[4:] == ["icon", "title", "menu"]
+    app.show(None)
+    assert icon.menu == build_menu(None, app.context())  # type: ignore[attr-defined]

@@ -25,7 +25,7 @@ from jobtunnel.daemon.config import ConfigError, default_config_text, load_confi
 from jobtunnel.daemon.control import ControlClient, ControlError, DaemonNotRunning
 from jobtunnel.daemon.logs import log_file, setup_logging
 from jobtunnel.tray import backend, desktop
-from jobtunnel.tray.icon import draw, overall, tooltip
+from jobtunnel.tray.icon import Overall, draw, overall, tooltip
 from jobtunnel.tray.menu import Action, Item, MenuContext, build_menu
 from jobtunnel.tray.notify import Notice, NoticePolicy, Notifier
 
@@ -51,6 +51,9 @@ class TrayApp:
         self._task: asyncio.Task[None] | None = None
         self.stopping = threading.Event()
         self._starting_since: float | None = None
+        self._shown_state: Overall | None = None
+        self._shown_title: str | None = None
+        self._shown_menu: tuple[Item, ...] | None = None
         self._lock = threading.Lock()
         self._transport: str | None = None
         self._control_path: Path | None = None
@@ -112,15 +115,25 @@ class TrayApp:
             self.notifier.show(notice)
 
     def _redraw(self) -> None:
+        """Push what changed to the icon; an unchanged menu is left alone, since
+        replacing it would close it under the user's pointer."""
         icon = self.icon
         if icon is None:
             return
         from jobtunnel.tray.pystray_menu import to_pystray
 
         state = overall(self.snapshot)
-        icon.icon = draw(state, ICON_SIZE)
-        icon.title = tooltip(self.snapshot, self.detail)
-        icon.menu = to_pystray(self.menu_model(), self.dispatch)
+        title = tooltip(self.snapshot, self.detail)
+        model = self.menu_model()
+        if state is not self._shown_state:
+            icon.icon = draw(state, ICON_SIZE)
+            self._shown_state = state
+        if title != self._shown_title:
+            icon.title = title
+            self._shown_title = title
+        if model != self._shown_menu:
+            icon.menu = to_pystray(model, self.dispatch)
+            self._shown_menu = model
 
     def _send_notification(self, message: str, title: str) -> None:
         if self.icon is None:
@@ -279,12 +292,16 @@ class TrayApp:
         from jobtunnel.tray.pystray_menu import to_pystray
 
         log.info("pystray backend loaded: %s", pystray.Icon.__module__.rsplit(".", 1)[-1])
-        self.icon = pystray.Icon(
-            "jobtunnel",
-            draw(overall(None), ICON_SIZE),
-            tooltip(None),
-            menu=to_pystray(self.menu_model(), self.dispatch),
-        )
+        with self._lock:
+            self._shown_state = overall(self.snapshot)
+            self._shown_title = tooltip(self.snapshot, self.detail)
+            self._shown_menu = self.menu_model()
+            self.icon = pystray.Icon(
+                "jobtunnel",
+                draw(self._shown_state, ICON_SIZE),
+                self._shown_title,
+                menu=to_pystray(self._shown_menu, self.dispatch),
+            )
         worker = threading.Thread(target=self._worker, name="jobtunnel-tray-daemon", daemon=True)
 
         def setup(icon: Any) -> None:
