@@ -291,7 +291,11 @@ class TrayApp:
             return 1
         from jobtunnel.tray.pystray_menu import to_pystray
 
-        log.info("pystray backend loaded: %s", pystray.Icon.__module__.rsplit(".", 1)[-1])
+        loaded = pystray.Icon.__module__.rsplit(".", 1)[-1].lstrip("_")
+        if loaded == "xorg":
+            log.warning("pystray fell back to xorg: icon only, no menu; %s", backend.INSTALL_HINT)
+        else:
+            log.info("pystray backend loaded: %s", loaded)
         with self._lock:
             self._shown_state = overall(self.snapshot)
             self._shown_title = tooltip(self.snapshot, self.detail)
