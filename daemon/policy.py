@@ -262,6 +262,18 @@ class TunnelMachine:
         self._next_attempt = now
         return False
 
+    def restart(self, now: float) -> bool:
+        """The user asked for a fresh link: from ``up``, go to ``reconnecting`` with the
+        next attempt due now (no backoff, no error recorded). Elsewhere the same as
+        :meth:`reconnect_now`. True if an up link must now be dropped."""
+        if self.state is not State.UP:
+            return self.reconnect_now(now)
+        self._up_since = None
+        self._down_since = now
+        self._next_attempt = now
+        self._set(State.RECONNECTING, now)
+        return True
+
     def client_waiting(self, now: float, within: float) -> bool:
         """A local client is being held for the link: bring the next attempt forward to
         no later than ``now + within``, so a long backoff after a flapping link cannot

@@ -64,6 +64,11 @@ MAX_BIND_ATTEMPTS = 1000
 SOCKS_HANDSHAKE_TIMEOUT = 30.0
 # Held clients never pull connection attempts closer together than this.
 HELD_RETRY_FLOOR = 1.0
+# ...except when the host answers at once that nothing listens (sshd restarting) or the
+# link just dropped: such an attempt costs one round trip, and the server is likely
+# back within seconds, so a held client is served at most this long after it returns.
+HELD_RETRY_FAST = 0.5
+_FAST_RETRY_KINDS = frozenset({ErrorKind.REFUSED, ErrorKind.LOST})
 READ_SIZE = 1 << 16
 STREAM_LIMIT = 1 << 18
 
@@ -442,8 +447,12 @@ class Tunnel:
         self.reconnect_now()
 
     def reconnect_now(self) -> None:
-        """Skip the backoff wait; also retries after a refused host key."""
-        self._machine.reconnect_now(time.monotonic())
+        """Connect again at once: skips the backoff wait, retries after a refused host
+        key, and replaces a link that is up (the user suspects it is stale)."""
+        link = self._link
+        if self._machine.restart(time.monotonic()) and link is not None:
+            log.info("%s: reconnecting at the user's request", self.name)
+            link.conn.abort()  # the driver sees the loss and connects again at once
         self._wake.set()
 
     async def probe(self, timeout: float = 5.0) -> bool:
@@ -554,8 +563,8 @@ class Tunnel:
             kind, detail = classify(exc_lost) if exc_lost else (ErrorKind.LOST, "")
             if kind is ErrorKind.OTHER:
                 kind = ErrorKind.LOST
-            m.connection_lost(time.monotonic(), kind, detail)
-            log.warning("%s: connection lost: %s", self.name, m.last_error)
+            if m.connection_lost(time.monotonic(), kind, detail):
+                log.warning("%s: connection lost: %s", self.name, m.last_error)
             self._notify()
 
     async def _connect(self, client_box: list[_Client]) -> asyncssh.SSHClientConnection:
@@ -795,10 +804,14 @@ class Tunnel:
     def _pull_retry_forward(self) -> None:
         """While clients are held, keep the next attempt within a sixth of the hold time
         (5 s by default: several tries before it expires, yet no hammering); the floor
-        keeps a short hold from driving attempts in a tight loop."""
+        keeps a short hold from driving attempts in a tight loop. After a refused
+        connection or a dropped link, within :data:`HELD_RETRY_FAST` instead."""
         if not self._held:
             return
-        within = max(HELD_RETRY_FLOOR, self.options.hold_seconds / 6)
+        if self._machine.last_error_kind in _FAST_RETRY_KINDS:
+            within = HELD_RETRY_FAST
+        else:
+            within = max(HELD_RETRY_FLOOR, self.options.hold_seconds / 6)
         if self._machine.client_waiting(time.monotonic(), within):
             self._wake.set()
 

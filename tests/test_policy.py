@@ -144,6 +144,24 @@ def test_reconnect_now_skips_the_wait() -> None:
     assert m.due(1.0)
 
 
+def test_restart_replaces_an_up_link_at_once_without_an_error() -> None:
+    m = machine(rand=1.0, initial_delay=10.0, max_delay=10.0)
+    m.start(0.0)
+    m.attempt_started(0.0)
+    m.connected(0.0)
+    assert m.restart(5.0) is True
+    assert m.state is State.RECONNECTING and m.due(5.0)
+    assert m.last_error is None
+    # The old link's loss, reported afterwards, changes nothing.
+    assert m.connection_lost(5.1) is False
+    m.attempt_started(5.1)
+    m.connected(5.2)
+    assert m.state is State.UP and m.reconnects == 1
+    # Not up: the same as reconnect_now, and nothing to drop.
+    m.stop(6.0)
+    assert m.restart(6.0) is False
+
+
 def test_gives_up_after_unreachable_too_long() -> None:
     m = machine(rand=1.0, initial_delay=1.0, max_delay=100.0, give_up_after=1000.0)
     m.start(0.0)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from conftest import fast_options, is_up, local_port, make_tunnel, run
-from services import echo_server
+from services import echo_server, roundtrip
 from sshd_server import SshServer
 
 
@@ -33,6 +33,31 @@ def test_probe_answers_on_a_live_link_and_drops_a_frozen_one(
                 assert await t.probe(timeout=15.0) is True
             finally:
                 sshd.thaw_sessions()
+                await t.end()
+
+        run(main())
+
+
+@pytest.mark.timeout(60)
+def test_reconnect_now_replaces_an_up_link_on_the_same_port(
+    sshd: SshServer, tmp_path: Path
+) -> None:
+    with echo_server() as echo:
+
+        async def main() -> None:
+            t = make_tunnel(sshd, [f"0:127.0.0.1:{echo}"], tmp_path, options=fast_options(sshd))
+            await t.start()
+            try:
+                await t.wait_for(is_up, 15)
+                port = local_port(t)
+                first = t.connection
+                t.reconnect_now()
+                st = await t.wait_for(lambda st: st.reconnects == 1 and is_up(st), 15)
+                assert t.connection is not first
+                assert st.last_error is None
+                assert local_port(t) == port
+                assert await roundtrip(port, b"fresh") == b"fresh"
+            finally:
                 await t.end()
 
         run(main())
