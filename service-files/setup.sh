@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
-# Sets up jobtunnel for the current user on Debian/Ubuntu with its defaults:
-# system packages, a private virtualenv, the `jobtunnel` command in ~/.local/bin,
-# the commented default config and the watched folder ~/JobLogs.
+# Sets up and starts jobtunnel for the current user on Debian/Ubuntu with its defaults:
+# system packages, a private virtualenv with the tray's PyGObject, the `jobtunnel` command
+# in ~/.local/bin, a key, the commented default config, the watched folder ~/JobLogs, and
+# the login service (daemon and tray), started now.
 # Re-running it upgrades jobtunnel and changes nothing else that exists.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-SYSTEM_PACKAGES=(python3 python3-venv openssh-client)
+# The tray's menu needs PyGObject, built from source against these (about 15 s).
+SYSTEM_PACKAGES=(python3 python3-venv python3-dev gcc openssh-client
+    libgirepository1.0-dev libcairo2-dev pkg-config gir1.2-gtk-3.0
+    gir1.2-ayatanaappindicator3-0.1)
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
 missing=()
@@ -28,13 +32,23 @@ if [ ! -x "$VENV/bin/python" ]; then
     python3 -m venv "$VENV"
 fi
 echo "==> installing jobtunnel into $VENV"
-"$VENV/bin/python" -m pip install -q --disable-pip-version-check --upgrade .
+"$VENV/bin/python" -m pip install -q --disable-pip-version-check --upgrade ".[tray]"
 mkdir -p "$BIN"
 ln -sfn "$VENV/bin/jobtunnel" "$BIN/jobtunnel"
 echo "==> jobtunnel is $BIN/jobtunnel"
 case ":$PATH:" in *":$BIN:"*) ;; *) echo "    (add $BIN to your PATH to type just 'jobtunnel')" ;; esac
 
-"$BIN/jobtunnel" config init
-mkdir -p "$HOME/JobLogs"
-echo "==> drop or download Rescale job logs into $HOME/JobLogs"
-echo "    see what jobtunnel finds in one: jobtunnel scan ~/JobLogs/<file>"
+# A key, the commented default config and the watched folder; prints the Rescale steps.
+"$BIN/jobtunnel" init --no-service
+
+echo "==> starting jobtunnel at every login, and now"
+if ! "$BIN/jobtunnel" service install; then
+    # No service manager answered (e.g. no systemd user session): start it for this session.
+    echo "==> starting the daemon in the background (log: $("$VENV/bin/python" -c \
+        'from jobtunnel.daemon.logs import log_file; print(log_file())'))"
+    nohup "$BIN/jobtunnel" run >/dev/null 2>&1 &
+    if [ -n "${DISPLAY:-}${WAYLAND_DISPLAY:-}" ]; then
+        nohup "$BIN/jobtunnel" tray >/dev/null 2>&1 &
+    fi
+fi
+echo "==> drop or download Rescale job logs into $HOME/JobLogs; \`jobtunnel status\` shows the tunnels"
