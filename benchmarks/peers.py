@@ -10,10 +10,12 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any, ClassVar
@@ -108,7 +110,11 @@ class Services:
         self.stop()
 
 
-def _isolated_env(home: Path) -> dict[str, str]:
+def _isolated_env(home: Path, runtime: Path | None = None) -> dict[str, str]:
+    """Environment of a user living in ``home``; ``runtime`` (XDG_RUNTIME_DIR, where the
+    control socket goes) defaults to ``home/run``: pass a short path when ``home`` is deep,
+    since a Unix socket path is limited to about 100 bytes."""
+    runtime = runtime or home / "run"
     env = dict(os.environ)
     for var in ("JOBTUNNEL_CONFIG", "SSH_AUTH_SOCK", "NOTIFY_SOCKET", "XDG_RUNTIME_DIR"):
         env.pop(var, None)
@@ -118,9 +124,9 @@ def _isolated_env(home: Path) -> dict[str, str]:
         XDG_STATE_HOME=str(home / ".local" / "state"),
         XDG_DATA_HOME=str(home / ".local" / "share"),
         XDG_CACHE_HOME=str(home / ".cache"),
-        XDG_RUNTIME_DIR=str(home / "run"),
+        XDG_RUNTIME_DIR=str(runtime),
     )
-    (home / "run").mkdir(mode=0o700, parents=True, exist_ok=True)
+    runtime.mkdir(mode=0o700, parents=True, exist_ok=True)
     return env
 
 
@@ -141,7 +147,8 @@ class Daemon:
         self.sshd = sshd
         self.logs = home / "JobLogs"
         self.logs.mkdir(parents=True, exist_ok=True)
-        self.env = _isolated_env(home)
+        self.runtime = Path(tempfile.mkdtemp(prefix="jt-"))
+        self.env = _isolated_env(home, self.runtime)
         sections: dict[str, dict[str, Any]] = {
             "detect": {"username_pattern": sshd.user, "allow_private_addresses": True},
             "watch": {"folders": [str(self.logs)]},
@@ -215,6 +222,7 @@ class Daemon:
 
     def stop(self) -> None:
         kill_tree(self.proc)
+        shutil.rmtree(self.runtime, ignore_errors=True)
 
     def __enter__(self) -> Daemon:
         return self
