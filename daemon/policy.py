@@ -21,7 +21,7 @@ from __future__ import annotations
 import enum
 import itertools
 import random
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 
 __all__ = [
@@ -313,11 +313,18 @@ class TunnelMachine:
         self.last_error = describe_error(kind, detail)
 
 
-def port_candidates(wanted: int, sticky: int | None, port_range: tuple[int, int]) -> Iterator[int]:
+def port_candidates(
+    wanted: int,
+    sticky: int | None,
+    port_range: tuple[int, int],
+    avoid: Collection[int] = (),
+) -> Iterator[int]:
     """Local ports to try binding, in order: the sticky one, the wanted one, then the
     rest of ``port_range`` upward from the wanted port, wrapping around once.
 
-    ``wanted`` 0 (any port) yields the sticky port, then 0: the OS picks.
+    ``wanted`` 0 (any port) yields the sticky port, then 0: the OS picks. Ports in
+    ``avoid`` (other endpoints' sticky ports, free now only because those are not bound
+    yet) are skipped, except this endpoint's own sticky port.
     """
     low, high = port_range
     if sticky:
@@ -325,9 +332,9 @@ def port_candidates(wanted: int, sticky: int | None, port_range: tuple[int, int]
     if wanted == 0:
         yield 0
         return
-    if wanted != sticky:
+    if wanted != sticky and wanted not in avoid:
         yield wanted
     start = wanted + 1 if low <= wanted < high else low
     for port in itertools.chain(range(start, high + 1), range(low, min(start, high + 1))):
-        if port not in (wanted, sticky):
+        if port not in (wanted, sticky) and port not in avoid:
             yield port

@@ -248,12 +248,22 @@ class Service:
             assigned_ports=rec.ports,
             host_keys=self.host_keys,
             passphrase=keyring_source,  # opted-in (`jobtunnel keys remember`); else skipped
+            reserved_ports=lambda: self._ports_of_others(rec.key),
         )
         self.tunnels[rec.key] = tunnel
         tunnel.subscribe(lambda status: self._on_status(rec.key, status))
         await tunnel.start()
         self._remember_ports()
         return tunnel
+
+    def _ports_of_others(self, key: Key) -> set[int]:
+        """Ports other endpoints (not forgotten) hold or will take back when they open."""
+        return {
+            port
+            for rec in self.state
+            if rec.key != key and rec.action != "forgotten"
+            for port in rec.ports.values()
+        }
 
     def _on_status(self, key: Key, status: TunnelStatus) -> None:
         if self._remember_ports():

@@ -20,7 +20,7 @@ import logging
 import random
 import socket
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -346,6 +346,7 @@ class Tunnel:
         host_keys: HostKeyStore | None = None,
         passphrase: PassphraseCallback | None = None,
         key_loader: KeyLoader | None = None,
+        reserved_ports: Callable[[], Collection[int]] | None = None,
         rand: Callable[[], float] = random.random,
     ) -> None:
         self.user = user
@@ -361,6 +362,8 @@ class Tunnel:
             _Forward(f, f.bind_address or self.options.bind_address) for f in forwards
         ]
         self._assigned: dict[str, int] = dict(assigned_ports or {})
+        # Other endpoints' sticky ports: never taken when this one's must move.
+        self._reserved_ports = reserved_ports or (lambda: ())
         self._link: _Link | None = None
         self._link_up = asyncio.Event()
         self._wake = asyncio.Event()
@@ -634,7 +637,9 @@ class Tunnel:
         sticky = self._assigned.get(spec.spec)
         last: OSError | None = None
         for n, candidate in enumerate(
-            port_candidates(spec.local_port, sticky, self.options.port_range)
+            port_candidates(
+                spec.local_port, sticky, self.options.port_range, self._reserved_ports()
+            )
         ):
             if n >= MAX_BIND_ATTEMPTS:
                 break
