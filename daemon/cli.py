@@ -671,6 +671,11 @@ def build_parser() -> argparse.ArgumentParser:
             "close an endpoint's tunnel; ignore it even when its log is read again",
             "forgotten",
         ),
+        (
+            "trust",
+            "accept an endpoint's changed host key (its cluster was rebuilt)",
+            "trusting the new host key of",
+        ),
     ):
         cmd = sub.add_parser(name, help=helptext)
         cmd.add_argument("name", metavar="NAME", help=name_help)

@@ -86,7 +86,8 @@ def describe_error(kind: ErrorKind, detail: str = "") -> str:
     if kind is ErrorKind.HOST_KEY_CHANGED:
         return (
             f"Host key changed: refusing to connect{tail}. If this job's cluster was "
-            "rebuilt, accept the new key in jobtunnel; otherwise do not connect"
+            "rebuilt, accept the new key with `jobtunnel trust` (or the tray's menu); "
+            "otherwise do not connect"
         )
     if kind is ErrorKind.LOST:
         return f"Connection lost{tail}"

@@ -473,6 +473,7 @@ class Service:
             else ("paused" if rec.action == "paused" else "stopped"),
             "since": status.since if status else rec.last_seen,
             "last_error": status.last_error if status else None,
+            "last_error_kind": status.last_error_kind if status else None,
             "reconnects": status.reconnects if status else 0,
             "bytes_sent": status.bytes_sent if status else 0,
             "bytes_received": status.bytes_received if status else 0,
@@ -496,6 +497,7 @@ class Service:
             "disconnect": self._cmd_disconnect,
             "reconnect": self._cmd_reconnect,
             "forget": self._cmd_forget,
+            "trust": self._cmd_trust,
             "pause": self._cmd_pause,
             "resume": self._cmd_resume,
             "stop": self._cmd_stop,
@@ -586,6 +588,14 @@ class Service:
         if tunnel is None:
             raise CommandError(f"{rec.name} is {rec.action}; `jobtunnel connect` it first")
         tunnel.reconnect_now()
+        return rec.name
+
+    async def _cmd_trust(self, args: dict[str, Any]) -> Any:
+        rec = self._resolve(args)
+        tunnel = self.tunnels.get(rec.key)
+        if tunnel is None:
+            raise CommandError(f"{rec.name} is {rec.action}; `jobtunnel connect` it first")
+        tunnel.accept_new_host_key()
         return rec.name
 
     async def _cmd_forget(self, args: dict[str, Any]) -> Any:

@@ -363,3 +363,29 @@ def test_systemd_notify_tcp_control_and_log_file(env: Env, daemons: Callable[[],
     log_file = env.home / ".local" / "state" / "jobtunnel" / "log" / "jobtunnel.log"
     assert "running (pid" in log_file.read_text()
     assert daemon.kill(signal.SIGTERM) == 0
+
+
+@pytest.mark.timeout(120)
+def test_a_changed_host_key_is_refused_until_the_user_trusts_it(
+    env: Env, daemons: Callable[[], Daemon]
+) -> None:
+    daemons()
+    chrome_download(env.logs, "job.log", env.log_line())
+    wait_for(lambda: endpoint_up(env), "the tunnel")
+    env.sshd.stop()
+    env.sshd.new_host_key()
+    env.sshd.start()
+    name = f"{env.sshd.user}@127.0.0.1:{env.sshd.port}"
+
+    def refused_key() -> dict[str, Any] | None:
+        eps = [e for e in env.status()["endpoints"] if e["last_error_kind"] == "host_key_changed"]
+        return eps[0] if eps else None
+
+    ep = wait_for(refused_key, "the changed host key to be refused")
+    assert ep["state"] == "failed"
+    assert "jobtunnel trust" in ep["last_error"] and ep["last_error"].count("SHA256:") == 2
+    time.sleep(1.5)  # never retried silently
+    assert endpoint_up(env) is None
+    trusted = env.cli("trust", name)
+    assert trusted.returncode == 0, trusted.stderr
+    wait_for(lambda: endpoint_up(env), "the tunnel with the trusted new key")

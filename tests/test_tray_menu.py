@@ -331,6 +331,18 @@ def test_failed_cluster_shows_its_error_and_reconnects() -> None:
     assert len(line) == 90 and line.endswith("…") and line.startswith("Last error: Host key")
 
 
+def test_a_changed_host_key_can_be_trusted_from_the_menu() -> None:
+    changed = endpoint(
+        state="failed", last_error="Host key changed: ...", last_error_kind="host_key_changed"
+    )
+    header = find(build_menu(snapshot(changed), CTX), "qpWia")
+    trust = [i for i in header.children if i.text == "Trust the new host key"]
+    assert len(trust) == 1 and trust[0].action == Action("trust", ("uprod_qpWia@3.4.5.6:22",))
+    other = endpoint(state="failed", last_error="Authentication failed", last_error_kind="auth")
+    header = find(build_menu(snapshot(other), CTX), "qpWia")
+    assert "Trust the new host key" not in texts(header.children)
+
+
 def test_pause_and_resume_all() -> None:
     active, paused = endpoint("a"), endpoint("b", state="paused", action="paused")
     assert "Resume all" not in texts(build_menu(snapshot(active), CTX))

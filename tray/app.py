@@ -156,7 +156,7 @@ class TrayApp:
 
     def _dispatch(self, action: Action) -> None:
         a = action.args
-        if action.id in ("reconnect", "connect", "disconnect", "forget"):
+        if action.id in ("reconnect", "connect", "disconnect", "forget", "trust"):
             self.request(action.id, name=a[0])
         elif action.id == "pause_all":
             self.request("pause")

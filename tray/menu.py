@@ -41,6 +41,7 @@ ACTIONS = frozenset(
         "connect",  # (name,)
         "disconnect",  # (name,)
         "forget",  # (name,)
+        "trust",  # (name,)
         "open_folder",  # (path,)
         "add_job_log",  # (folder,)
         "pause_all",
@@ -230,6 +231,11 @@ def _endpoint_items(ep: Mapping[str, Any], ctx: MenuContext) -> list[Item]:
             Action("copy_text", (ssh_command(ep, ctx.identity_file), "ssh command")),
         ),
         Item("Reconnect now", Action("reconnect", (name,)), enabled=running),
+        *(
+            [Item("Trust the new host key", Action("trust", (name,)))]
+            if ep.get("last_error_kind") == "host_key_changed"
+            else []
+        ),
         Item("Disconnect", Action("disconnect", (name,)))
         if running
         else Item("Connect", Action("connect", (name,))),
