@@ -729,18 +729,19 @@ class Tunnel:
             if socks is not None:
                 writer.write(reply(Reply.NETWORK_UNREACHABLE))
             return
-        link, chan_reader, chan_writer = opened
+        link, chan, session = opened
         link.clients.add(writer)
         try:
             if socks is not None:
                 writer.write(reply(Reply.SUCCEEDED))
                 if socks.leftover:
-                    chan_writer.write(socks.leftover)
+                    chan.write(socks.leftover)
                     self.bytes_sent += len(socks.leftover)
-            await self._pump(reader, writer, chan_reader, chan_writer)
+            session.start()  # only now may cluster data reach the client
+            await self._pump(reader, writer, chan, session)
         finally:
             link.clients.discard(writer)
-            chan_writer.close()
+            chan.close()
 
     async def _socks_handshake(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
@@ -769,7 +770,7 @@ class Tunnel:
         target: tuple[str, int],
         orig: tuple[str, int],
         writer: asyncio.StreamWriter,
-    ) -> tuple[_Link, asyncssh.SSHReader[bytes], asyncssh.SSHWriter[bytes]] | None:
+    ) -> tuple[_Link, asyncssh.SSHTCPChannel[bytes], _ChannelSession] | None:
         """A channel on the current (or next, within the hold time) connection; None
         when the link stayed down for the hold time or the client went away."""
         deadline = time.monotonic() + self.options.hold_seconds
@@ -793,18 +794,21 @@ class Tunnel:
                     self._held -= 1
                 continue
             try:
-                chan_reader, chan_writer = await self._open_guarded(link, target, orig)
+                chan, session = await self._open_guarded(
+                    link, target, orig, functools.partial(_ChannelSession, self, writer)
+                )
             except asyncssh.ChannelOpenError as exc:
                 if link.alive and self._link is link:
                     raise _ChannelRefused(exc.reason, exc.code) from None
                 continue  # the link died under us: wait for the next one
+            assert isinstance(session, _ChannelSession)
             if writer.is_closing():
                 # The client left while the channel was opening (asyncssh #823 leaks the
                 # channel in that case unless someone closes it).
                 log.debug("%s: client left while its channel opened; closed it", self.name)
-                chan_writer.close()
+                chan.close()
                 return None
-            return link, chan_reader, chan_writer
+            return link, chan, session
 
     def _pull_retry_forward(self) -> None:
         """While clients are held, keep the next attempt within a sixth of the hold time
@@ -822,13 +826,23 @@ class Tunnel:
 
     @staticmethod
     async def _open_guarded(
-        link: _Link, target: tuple[str, int], orig: tuple[str, int]
-    ) -> tuple[asyncssh.SSHReader[bytes], asyncssh.SSHWriter[bytes]]:
+        link: _Link,
+        target: tuple[str, int],
+        orig: tuple[str, int],
+        session_factory: Callable[[], asyncssh.SSHTCPSession[bytes]] = asyncssh.SSHTCPSession,
+    ) -> tuple[asyncssh.SSHTCPChannel[bytes], asyncssh.SSHTCPSession[bytes]]:
         # Shielded: if this client task is cancelled mid-open, the open still completes
         # and the done-callback closes the channel instead of leaking it.
-        opening: asyncio.Task[tuple[asyncssh.SSHReader[bytes], asyncssh.SSHWriter[bytes]]]
+        opening: asyncio.Task[tuple[asyncssh.SSHTCPChannel[bytes], asyncssh.SSHTCPSession[bytes]]]
         opening = asyncio.ensure_future(
-            link.conn.open_connection(target[0], target[1], orig[0], orig[1], encoding=None)
+            link.conn.create_connection(
+                session_factory,
+                target[0],
+                target[1],
+                orig[0],
+                orig[1],
+                encoding=None,
+            )
         )
         try:
             return await asyncio.shield(opening)
@@ -840,42 +854,122 @@ class Tunnel:
         self,
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
-        chan_reader: asyncssh.SSHReader[bytes],
-        chan_writer: asyncssh.SSHWriter[bytes],
+        chan: asyncssh.SSHTCPChannel[bytes],
+        session: _ChannelSession,
     ) -> None:
+        """Client -> cluster here; cluster -> client is written by ``session`` as the data
+        arrives. Returns when the channel is closed, or the client side failed."""
+
         async def upstream() -> None:
             while data := await reader.read(READ_SIZE):
-                chan_writer.write(data)
+                chan.write(data)
                 self.bytes_sent += len(data)
-                await chan_writer.drain()
-            chan_writer.write_eof()
+                if not session.writable.is_set():
+                    await session.writable.wait()
+            chan.write_eof()
 
-        async def downstream() -> None:
-            while data := await chan_reader.read(READ_SIZE):
-                writer.write(data)
-                self.bytes_received += len(data)
-                await writer.drain()
-            if writer.can_write_eof() and not writer.is_closing():
-                writer.write_eof()
-
-        tasks = [asyncio.ensure_future(upstream()), asyncio.ensure_future(downstream())]
+        up = asyncio.ensure_future(upstream())
         try:
-            done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
-            for t in pending:
-                t.cancel()
-            for t in done:
-                if t.exception() is not None:
-                    writer.transport.abort()
-                    log.debug("%s: stream error: %s", self.name, t.exception())
+            either: list[asyncio.Future[Any]] = [up, session.closed]
+            await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+            if up.done() and up.exception() is None:
+                await session.closed  # half-closed: the cluster side finishes
+            if up.done() and (exc := up.exception()) is not None:
+                writer.transport.abort()
+                log.debug("%s: stream error: %s", self.name, exc)
+            elif session.closed.done() and session.closed.result() is not None:
+                writer.transport.abort()
+                log.debug("%s: stream error: %s", self.name, session.closed.result())
         finally:
-            for t in tasks:
-                t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            up.cancel()
+            await asyncio.gather(up, return_exceptions=True)
+
+
+class _ChannelSession(asyncssh.SSHTCPSession[bytes]):
+    """The cluster side of one client: channel data is written to the client's transport
+    from ``data_received`` itself (no reader task, no extra buffer), with flow control
+    both ways: a full client pauses the channel, a full channel pauses the upstream.
+    Data is held back until :meth:`start` (after a SOCKS reply, say)."""
+
+    def __init__(self, tunnel: Tunnel, writer: asyncio.StreamWriter) -> None:
+        self._tunnel = tunnel
+        self._writer = writer
+        self._transport = writer.transport
+        self._chan: asyncssh.SSHTCPChannel[bytes] | None = None
+        self._early: list[bytes] | None = []  # before start()
+        self._early_eof = False
+        self._paused = False
+        self._drainer: asyncio.Task[None] | None = None
+        self.writable = asyncio.Event()
+        self.writable.set()
+        self.closed: asyncio.Future[Exception | None] = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, chan: asyncssh.SSHTCPChannel[bytes]) -> None:
+        self._chan = chan
+
+    def start(self) -> None:
+        early, self._early = self._early, None
+        for data in early or ():
+            self.data_received(data, None)
+        if self._early_eof:
+            self.eof_received()
+
+    def data_received(self, data: bytes, datatype: asyncssh.DataType) -> None:
+        if self._early is not None:
+            self._early.append(data)
+            return
+        # Nothing may escape a session callback: asyncssh would drop the whole link.
+        try:
+            self._transport.write(data)
+        except (ConnectionError, OSError, RuntimeError):
+            self._transport.abort()
+            return
+        self._tunnel.bytes_received += len(data)
+        if (
+            not self._paused
+            and self._chan is not None
+            and self._transport.get_write_buffer_size() > STREAM_LIMIT
+        ):
+            self._paused = True
+            self._chan.pause_reading()
+            self._drainer = asyncio.ensure_future(self._resume_when_drained())
+
+    async def _resume_when_drained(self) -> None:
+        try:
+            await self._writer.drain()
+        except (ConnectionError, OSError):
+            return  # the client is gone; the pump closes the channel
+        self._paused = False
+        if self._chan is not None:
+            self._chan.resume_reading()
+
+    def eof_received(self) -> bool:
+        if self._early is not None:
+            self._early_eof = True
+        elif self._writer.can_write_eof() and not self._writer.is_closing():
+            try:
+                self._writer.write_eof()
+            except (ConnectionError, OSError, RuntimeError):
+                self._transport.abort()  # the client is gone (ENOTCONN on shutdown)
+        return True  # half-close: the client may still be sending
+
+    def pause_writing(self) -> None:
+        self.writable.clear()
+
+    def resume_writing(self) -> None:
+        self.writable.set()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.writable.set()
+        if self._drainer is not None:
+            self._drainer.cancel()
+        if not self.closed.done():
+            self.closed.set_result(exc)
 
 
 def _close_if_opened(
-    task: asyncio.Future[tuple[asyncssh.SSHReader[bytes], asyncssh.SSHWriter[bytes]]],
+    task: asyncio.Future[tuple[asyncssh.SSHTCPChannel[bytes], asyncssh.SSHTCPSession[bytes]]],
 ) -> None:
     if task.cancelled() or task.exception() is not None:
         return
-    task.result()[1].close()
+    task.result()[0].close()
