@@ -229,7 +229,8 @@ class Service:
         elif rec.action != "active":
             log.info("%s is %s; not connecting", rec.name, rec.action)
         self._save_soon()
-        self._publish()
+        # Coalesced: a log naming 1000 endpoints must not publish 1000 full snapshots.
+        self._publish_soon()
         return rec
 
     # -- tunnels ---------------------------------------------------------------------
@@ -253,7 +254,7 @@ class Service:
         self.tunnels[rec.key] = tunnel
         tunnel.subscribe(lambda status: self._on_status(rec.key, status))
         await tunnel.start()
-        self._remember_ports()
+        self._remember_ports(rec.key)
         return tunnel
 
     def _ports_of_others(self, key: Key) -> set[int]:
@@ -266,7 +267,7 @@ class Service:
         }
 
     def _on_status(self, key: Key, status: TunnelStatus) -> None:
-        if self._remember_ports():
+        if self._remember_ports(key):
             self._save_soon()
         self._publish_soon()
 
@@ -276,10 +277,14 @@ class Service:
             loop = asyncio.get_running_loop()
             self._publish_handle = loop.call_later(PUBLISH_DELAY, self._publish)
 
-    def _remember_ports(self) -> bool:
-        """Copy every tunnel's bound ports into the state; True if anything changed."""
+    def _remember_ports(self, only: Key | None = None) -> bool:
+        """Copy every tunnel's (or ``only`` one's) bound ports into the state; True if
+        anything changed."""
         changed = False
-        for key, tunnel in self.tunnels.items():
+        tunnels = self.tunnels.items() if only is None else [(only, self.tunnels.get(only))]
+        for key, tunnel in tunnels:
+            if tunnel is None:
+                continue
             rec = self.state.get(key)
             if rec is None:
                 continue
