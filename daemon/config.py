@@ -42,8 +42,15 @@ def _key(default: Any, doc: str, kind: type | tuple[type, type], check: Check | 
     return field(default=default, metadata=meta)
 
 
+# Longest time any key may say (about 31 years): beyond it, timers and the scheduler
+# overflow (inf and 1e308 are valid TOML floats).
+MAX_SECONDS = 1e9
+
+
 def _at_least(low: float) -> Check:
-    return lambda v: None if v >= low else f"must be a number >= {low}"
+    return lambda v: (
+        None if low <= v <= MAX_SECONDS else f"must be a number >= {low} (and at most 1e9)"
+    )
 
 
 def _between(low: int, high: int) -> Check:
@@ -53,7 +60,7 @@ def _between(low: int, high: int) -> Check:
 def _regex(value: str) -> str | None:
     try:
         compiled = re.compile(value)
-    except re.error as exc:
+    except (re.error, OverflowError, RecursionError) as exc:
         return f"not a valid regular expression ({exc})"
     if compiled.groups:
         return "capture groups are not allowed (use (?:...))"
@@ -73,7 +80,11 @@ def _each(check: Callable[[Any], object]) -> Check:
 
 
 def _nonempty_strings(values: list[str]) -> str | None:
-    return None if all(v.strip() for v in values) else "must be non-empty strings"
+    if not all(v.strip() for v in values):
+        return "must be non-empty strings"
+    if any("\0" in v for v in values):
+        return "must not contain NUL characters"
+    return None
 
 
 def _address(value: str) -> str | None:
