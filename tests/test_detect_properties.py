@@ -119,3 +119,58 @@ def test_any_split_of_a_log_gives_the_same_findings(
     assert run(chunks) == run([data])
     one_byte_at_a_time = [data[i : i + 1] for i in range(len(data))]
     assert run(one_byte_at_a_time) == run([data])
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    piece=st.binary(min_size=1, max_size=4096).filter(lambda b: b"\n" not in b),
+    sizes=st.lists(st.integers(1, 1 << 18), min_size=1, max_size=40),
+)
+def test_memory_stays_bounded_on_a_line_that_never_ends(piece: bytes, sizes: list[int]) -> None:
+    """However a newline-free stream is chunked, the detector holds at most one line's cap."""
+    from jobtunnel.daemon.detect import MAX_LINE
+
+    detector = Detector("endless")
+    for size in sizes:
+        chunk = (piece * (size // len(piece) + 1))[:size]
+        detector.feed(chunk)
+        assert len(detector._partial) <= MAX_LINE
+    detector.close()
+
+
+@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    lines=st.lists(
+        st.tuples(
+            st.sampled_from(["52.1.{}.{}", "10.0.{}.{}", "127.0.{}.{}", "169.254.{}.{}"]),
+            st.integers(0, 255),
+            st.integers(1, 254),
+            st.integers(1, 65535),
+        ),
+        min_size=1,
+        max_size=400,
+    ),
+    cap=st.integers(1, 20),
+)
+def test_endpoints_and_rejections_per_file_are_capped(
+    lines: list[tuple[str, int, int, int]], cap: int
+) -> None:
+    from jobtunnel.daemon.detect import MAX_REJECTIONS
+
+    text = "\n".join(
+        f"ssh -p {port} uprod_J{i}@{net.format(a, b)}" for i, (net, a, b, port) in enumerate(lines)
+    )
+    detector = Detector("flood", max_endpoints=cap)
+    findings = detector.feed(text.encode()) + detector.close()
+    found = [f for f in findings if isinstance(f, Endpoint)]
+    rejected = [f for f in findings if isinstance(f, Rejection)]
+    assert len(found) <= cap
+    assert len(rejected) <= MAX_REJECTIONS
+    # Public addresses are found until the cap; every private one is refused, with a reason.
+    public = {
+        (f"uprod_J{i}", net.format(a, b), port)
+        for i, (net, a, b, port) in enumerate(lines)
+        if net.startswith("52.")
+    }
+    assert {f.key for f in found} <= public
+    assert all(r.reason for r in rejected)
