@@ -305,3 +305,74 @@ def test_disk_full_and_read_only_state_dir_keep_the_previous_state(
         assert len(saved["endpoints"]) == 5
         clean_log(daemon)
         daemon.kill()
+
+
+@pytest.mark.timeout(90)
+def test_control_api_of_the_real_daemon_under_hostile_clients(
+    env: Env, daemons: Callable[[], Daemon]
+) -> None:
+    """A byte-a-second client, 50 clients at once, an 8 MiB line and garbage, all at once
+    against `jobtunnel run`: everyone else is answered, memory stays bounded."""
+    daemon = daemons()
+    path = control_path(env)
+    rss_before = rss_kb(daemon.proc.pid)
+
+    async def body() -> tuple[list[Any], Any, Any]:
+        # One byte a second (faster here: 20 per second) of a valid request.
+        slow_r, slow_w = await asyncio.open_unix_connection(str(path))
+        request = b'{"v": 1, "id": 5, "cmd": "status", "args": {}}\n'
+        others_done = asyncio.Event()
+
+        async def dribble() -> Any:
+            sent = 0
+            while not others_done.is_set() and sent < len(request) - 1:
+                slow_w.write(request[sent : sent + 1])
+                await slow_w.drain()
+                sent += 1
+                await asyncio.sleep(0.05)
+            slow_w.write(request[sent:])
+            return json.loads(await slow_r.readline())
+
+        slow = asyncio.create_task(dribble())
+
+        # A client that sends 8 MiB with no newline: cut off after the 1 MiB limit.
+        big_r, big_w = await asyncio.open_unix_connection(str(path))
+
+        async def flood() -> Any:
+            answer = asyncio.create_task(big_r.readline())
+            with contextlib.suppress(ConnectionError):
+                for _ in range(128):
+                    big_w.write(b"x" * 65536)
+                    await big_w.drain()
+            return json.loads(await answer)
+
+        flooded = asyncio.create_task(flood())
+
+        # Garbage, then a good request, on one connection.
+        bad_r, bad_w = await asyncio.open_unix_connection(str(path))
+        for junk in (b"\xff\xfe\x00", b"[" * 50_000, b'{"v":1,"id":1,"cmd":"add","args":7}'):
+            bad_w.write(junk + b"\n")
+        bad_w.write(b'{"v":1,"id":2,"cmd":"hello"}\n')
+        junk_replies = [json.loads(await bad_r.readline()) for _ in range(4)]
+
+        async def one() -> Any:
+            async with ControlClient(path, "unix") as client:
+                return await client.request("status")
+
+        many = await asyncio.wait_for(asyncio.gather(*(one() for _ in range(50))), 60)
+        assert not slow.done()  # still dribbling while the 50 were served
+        others_done.set()
+        slow_reply = await asyncio.wait_for(slow, 30)
+        big_reply = await asyncio.wait_for(flooded, 30)
+        for w in (slow_w, big_w, bad_w):
+            w.transport.abort()
+        assert [r["ok"] for r in junk_replies] == [False, False, False, True]
+        return many, slow_reply, big_reply
+
+    many, slow_reply, big_reply = asyncio.run(body())
+    assert all("endpoints" in m for m in many)
+    assert slow_reply["ok"] is True and slow_reply["id"] == 5
+    assert big_reply["ok"] is False and "longer than" in big_reply["error"]
+    assert rss_kb(daemon.proc.pid) < rss_before + 100_000
+    assert env.status()["daemon"]["pid"] == daemon.proc.pid
+    clean_log(daemon)

@@ -265,3 +265,37 @@ def test_passphrase_key_via_agent_leaves_no_secret_in_any_file(
         for needle in needles:
             assert needle not in data, f"secret bytes in {path}"
     assert searched >= 4  # logs, state, known_hosts, config at least
+
+
+def test_a_changed_host_key_stays_refused_across_a_daemon_kill_and_restart(
+    env: Env, daemons: Callable[[], Daemon]
+) -> None:
+    """tests/test_daemon.py shows the refusal and `jobtunnel trust`; here a restarted
+    daemon (fresh memory, pins from the known_hosts file only) must refuse too, and a
+    client of the forward never gets bytes from the impostor."""
+    daemon = daemons()
+    ep = _up(env)
+    port = ep["forwards"][0]["local_port"]
+    env.sshd.stop()
+    env.sshd.new_host_key()
+    env.sshd.start()
+
+    def refused() -> bool:
+        return any(e["last_error_kind"] == "host_key_changed" for e in env.status()["endpoints"])
+
+    wait_for(refused, "the changed key to be refused")
+    daemon.kill(signal.SIGKILL)
+    daemon = daemons()
+    wait_for(refused, "the changed key to be refused by the restarted daemon")
+    assert "Host key changed" in daemon.text()
+    with socket.create_connection(("127.0.0.1", port), timeout=15) as s:
+        s.sendall(b"GET / HTTP/1.0\r\n\r\n")
+        s.settimeout(15)
+        data = b""
+        with contextlib.suppress(OSError):
+            while chunk := s.recv(65536):
+                data += chunk
+    assert HTTP_BODY not in data and b"HTTP/1.0 200" not in data
+    assert endpoint_up(env) is None
+    known_hosts = Path(env.vars["XDG_STATE_HOME"]) / "jobtunnel" / "known_hosts"
+    assert len(known_hosts.read_text().splitlines()) == 1  # the old pin, not replaced
