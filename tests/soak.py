@@ -266,12 +266,14 @@ class Soak:
         fault_every: tuple[float, float] = (10.0, 30.0),
         rate: int = 256 << 10,
         seed: int = 1,
+        kinds: tuple[str, ...] = FAULTS,
         say: Callable[[str], None] = lambda s: None,
     ) -> None:
         self.root = root
         self.seconds = seconds
         self.fault_every = fault_every
         self.rate = rate  # bytes per second per client
+        self.kinds = kinds
         self.rng = random.Random(seed)
         self.seed = seed
         self.say = say
@@ -491,10 +493,11 @@ class Soak:
     def _schedule(self) -> Iterator[str]:
         # The daemon is killed first, so the process measured at the end lives through
         # every other kind of fault; later cycles are shuffled.
-        cycle = ["kill_daemon", "kill_sessions", "freeze_thaw", "restart_sshd"]
+        order = ["kill_daemon", "kill_sessions", "freeze_thaw", "restart_sshd"]
+        cycle = [k for k in order if k in self.kinds]
         while True:
             yield from cycle
-            cycle = list(FAULTS)
+            cycle = list(self.kinds)
             self.rng.shuffle(cycle)
 
     async def _faults(self, began: float) -> None:
@@ -627,6 +630,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--fault-min", type=float, default=10.0)
     parser.add_argument("--fault-max", type=float, default=30.0)
+    parser.add_argument(
+        "--faults",
+        default=",".join(FAULTS),
+        help="comma-separated fault kinds to inject (leave out kill_daemon to watch one "
+        "daemon process for leaks over the whole run)",
+    )
     parser.add_argument("--json", type=Path, help="also write the report here")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (logs)")
     args = parser.parse_args(argv)
@@ -638,6 +647,7 @@ def main(argv: list[str] | None = None) -> int:
             args.minutes * 60,
             fault_every=(args.fault_min, args.fault_max),
             seed=args.seed,
+            kinds=tuple(k for k in args.faults.split(",") if k),
             say=lambda s: print(f"[{time.monotonic() - started:7.1f}] {s}", flush=True),
         )
     finally:
