@@ -267,6 +267,7 @@ class Soak:
         rate: int = 256 << 10,
         seed: int = 1,
         kinds: tuple[str, ...] = FAULTS,
+        min_faults: int = 0,
         say: Callable[[str], None] = lambda s: None,
     ) -> None:
         self.root = root
@@ -274,6 +275,7 @@ class Soak:
         self.fault_every = fault_every
         self.rate = rate  # bytes per second per client
         self.kinds = kinds
+        self.min_faults = min_faults  # injected even if the run must grow for them
         self.rng = random.Random(seed)
         self.seed = seed
         self.say = say
@@ -506,7 +508,8 @@ class Soak:
         while True:
             wait = self.rng.uniform(low, high)
             # Leave time after the last fault to recover within the run.
-            if time.monotonic() - began + wait > self.seconds - low / 2:
+            late = time.monotonic() - began + wait > self.seconds - low / 2
+            if late and len(self.report.faults) >= self.min_faults:
                 return
             await asyncio.sleep(wait)
             kind = next(kinds)
