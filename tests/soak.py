@@ -211,6 +211,7 @@ class Report:
     connects_refused: int = 0  # while the daemon was down
     ports_moved: int = 0  # forwards that came back on another local port (must be 0)
     unhandled: list[str] = field(default_factory=list)
+    error_lines: int = 0  # log lines at ERROR level (reported; each needs a reason)
     daemon_logs: int = 0
     start: Sample | None = None
     end: Sample | None = None
@@ -232,7 +233,8 @@ class Report:
             f"{self.connects_refused} connects refused)",
             f"  corrupted bytes     {self.corrupted_bytes}",
             f"  ports moved         {self.ports_moved}",
-            f"  unhandled errors    {len(self.unhandled)} (in {self.daemon_logs} daemon logs)",
+            f"  unhandled errors    {len(self.unhandled)} (in {self.daemon_logs} daemon logs; "
+            f"{self.error_lines} ERROR lines in all)",
             "  recovery (s)        "
             + ", ".join(f"{k} max {max(v):.1f} (n={len(v)})" for k, v in sorted(kinds.items())),
             f"  last fault          {self.faults[-1].kind if self.faults else '-'}: every tunnel"
@@ -573,6 +575,8 @@ class Soak:
                 for line in path.read_text(errors="replace").splitlines():
                     if UNHANDLED.search(line):
                         self.report.unhandled.append(f"{path.name}: {line[:300]}")
+                    if " ERROR " in line:
+                        self.report.error_lines += 1
 
     def run(self) -> Report:
         for server in self.servers:
