@@ -567,8 +567,9 @@ class Soak:
 
     def _scan_logs(self) -> None:
         assert self.env is not None
+        # Each daemon's stdout and stderr: every log line and anything printed outside
+        # logging (the rotating log file holds the same lines again).
         files = [d.log for d in self.daemons]
-        files += sorted((self.env.home / ".local" / "state" / "jobtunnel" / "log").glob("*.log*"))
         self.report.daemon_logs = len(files)
         for path in files:
             with contextlib.suppress(OSError):
