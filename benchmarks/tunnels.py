@@ -210,6 +210,11 @@ class Run:
         cps_default = self.metric(
             "connections_per_s_default_cipher", "conn/s", "higher", ("jobtunnel", "ssh")
         )
+        # CPU the peer process spent per unit of work: far steadier than wall-clock
+        # figures on a loaded machine, and what an engine change moves.
+        cpu_gb = self.metric("transfer_cpu_s_per_gb", "CPU-s/GB", "lower", ("jobtunnel", "ssh"))
+        cpu_trip = self.metric("echo_cpu_us_per_trip", "CPU-µs", "lower", ("jobtunnel", "ssh"))
+        cpu_conn = self.metric("connect_cpu_us_per_conn", "CPU-µs", "lower", ("jobtunnel", "ssh"))
         stream, echo = services.ports["stream"], services.ports["echo"]
         for cipher, tput, rt, cp in (
             (SAME_CIPHER, same, rtt, cps),
@@ -235,7 +240,7 @@ class Run:
                 jt.drop_log(sshd.port)
                 ports["jobtunnel"] = jt_ports
                 ssh_ports = (free_port(), free_port())
-                stack.enter_context(
+                ssh = stack.enter_context(
                     SshPeer(
                         self.home("ssh"),
                         sshd,
@@ -247,6 +252,7 @@ class Run:
                     )
                 )
                 ports["ssh"] = ssh_ports
+                pids = {"jobtunnel": jt.pid, "ssh": ssh.pid}
                 for peer, (_, e) in ports.items():
                     wait_until(serves(e, "echo"), f"{peer}'s tunnel")
                 label = cipher or "default"
@@ -255,9 +261,17 @@ class Run:
                     for peer in order:
                         s, e = ports[peer]
                         throughput(s, size // 8)  # warm-up
+                        c0 = proc_sample(pids[peer]).cpu_s
                         tput.runs[peer].append(throughput(s, size))
+                        c1 = proc_sample(pids[peer]).cpu_s
                         rt.runs[peer].append(echo_rtt_us(e, p.rtt_trips))
+                        c2 = proc_sample(pids[peer]).cpu_s
                         cp.runs[peer].append(connections_per_s(e, p.conns))
+                        c3 = proc_sample(pids[peer]).cpu_s
+                        if cipher:
+                            cpu_gb.runs[peer].append((c1 - c0) / (size / 1e9))
+                            cpu_trip.runs[peer].append((c2 - c1) / (p.rtt_trips + 50) * 1e6)
+                            cpu_conn.runs[peer].append((c3 - c2) / p.conns * 1e6)
                     log(
                         f"transfer {label} rep {rep + 1}/{p.reps}: "
                         + ", ".join(
