@@ -20,9 +20,9 @@ import logging
 import random
 import socket
 import time
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import asyncssh
 from asyncssh.encryption import get_encryption_algs
@@ -636,6 +636,7 @@ class Tunnel:
         host: str | None = None if fwd.bind_address == "*" else fwd.bind_address
         sticky = self._assigned.get(spec.spec)
         last: OSError | None = None
+        loop = asyncio.get_running_loop()
         for n, candidate in enumerate(
             port_candidates(
                 spec.local_port, sticky, self.options.port_range, self._reserved_ports()
@@ -644,11 +645,10 @@ class Tunnel:
             if n >= MAX_BIND_ATTEMPTS:
                 break
             try:
-                server = await asyncio.start_server(
-                    functools.partial(self._on_client, fwd),
+                server = await loop.create_server(
+                    functools.partial(_client_protocol, functools.partial(self._on_client, fwd)),
                     host=host,
                     port=candidate,
-                    limit=STREAM_LIMIT,
                 )
             except OSError as exc:
                 if exc.errno not in (errno.EADDRINUSE, errno.EACCES):
@@ -857,32 +857,94 @@ class Tunnel:
         chan: asyncssh.SSHTCPChannel[bytes],
         session: _ChannelSession,
     ) -> None:
-        """Client -> cluster here; cluster -> client is written by ``session`` as the data
-        arrives. Returns when the channel is closed, or the client side failed."""
+        """Both directions run in protocol callbacks once the channel is open: client data
+        goes to the channel from the client protocol's ``data_received``, cluster data to
+        the client from the session's. Returns when the channel is closed, or when the
+        client side failed (its connection is then reset)."""
+        proto = writer.transport.get_protocol()
+        assert isinstance(proto, _ClientProtocol)
+        client_done = proto.direct(self, reader, chan, session)
+        either: list[asyncio.Future[Any]] = [client_done, session.closed]
+        await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+        if client_done.done() and client_done.result() is None:
+            await session.closed  # half-closed: the cluster side finishes
+        exc = client_done.result() if client_done.done() else None
+        if exc is None and session.closed.done():
+            exc = session.closed.result()
+        if exc is not None:
+            writer.transport.abort()
+            log.debug("%s: stream error: %s", self.name, exc)
 
-        async def upstream() -> None:
-            while data := await reader.read(READ_SIZE):
-                chan.write(data)
-                self.bytes_sent += len(data)
-                if not session.writable.is_set():
-                    await session.writable.wait()
-            chan.write_eof()
 
-        up = asyncio.ensure_future(upstream())
+def _client_protocol(
+    connected: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]],
+) -> _ClientProtocol:
+    """What ``asyncio.start_server`` builds per client, with our protocol class."""
+    loop = asyncio.get_running_loop()
+    return _ClientProtocol(asyncio.StreamReader(limit=STREAM_LIMIT, loop=loop), connected, loop)
+
+
+class _ClientProtocol(asyncio.StreamReaderProtocol):
+    """A local client: a stream (for the SOCKS handshake, and while it is held) until
+    :meth:`direct`; from then on its data is written to the channel from
+    ``data_received`` itself (no reader task, no stream buffer)."""
+
+    _chan: asyncssh.SSHTCPChannel[bytes] | None = None
+    _tunnel: Tunnel | None = None
+    _done: asyncio.Future[Exception | None] | None = None
+
+    def direct(
+        self,
+        tunnel: Tunnel,
+        reader: asyncio.StreamReader,
+        chan: asyncssh.SSHTCPChannel[bytes],
+        session: _ChannelSession,
+    ) -> asyncio.Future[Exception | None]:
+        """Switch to direct forwarding. The future resolves to None once the client's
+        EOF is passed on, or to the error that ended its connection."""
+        done: asyncio.Future[Exception | None] = asyncio.get_running_loop().create_future()
+        self._done, self._tunnel, self._chan = done, tunnel, chan
+        # What the stream holds that nobody read (sent while the client was held).
+        # StreamReader has no public way to take its buffer without awaiting.
+        buffer: bytearray = reader._buffer  # type: ignore[attr-defined]
+        if buffer:
+            pending = bytes(buffer)
+            buffer.clear()
+            self.data_received(pending)
+        if reader.at_eof():
+            self.eof_received()
+        elif session.writable.is_set():
+            # The stream may have paused reading while it held data.
+            with contextlib.suppress(RuntimeError, OSError):
+                session.transport.resume_reading()
+        return done
+
+    def data_received(self, data: bytes) -> None:
+        chan = self._chan
+        if chan is None:
+            super().data_received(data)
+            return
         try:
-            either: list[asyncio.Future[Any]] = [up, session.closed]
-            await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
-            if up.done() and up.exception() is None:
-                await session.closed  # half-closed: the cluster side finishes
-            if up.done() and (exc := up.exception()) is not None:
-                writer.transport.abort()
-                log.debug("%s: stream error: %s", self.name, exc)
-            elif session.closed.done() and session.closed.result() is not None:
-                writer.transport.abort()
-                log.debug("%s: stream error: %s", self.name, session.closed.result())
-        finally:
-            up.cancel()
-            await asyncio.gather(up, return_exceptions=True)
+            chan.write(data)
+        except OSError:  # BrokenPipeError: the channel is closing; the pump ends it
+            return
+        assert self._tunnel is not None
+        self._tunnel.bytes_sent += len(data)
+
+    def eof_received(self) -> bool:
+        chan = self._chan
+        if chan is None:
+            return bool(super().eof_received())
+        with contextlib.suppress(OSError):
+            chan.write_eof()
+        if self._done is not None and not self._done.done():
+            self._done.set_result(None)
+        return True  # keep the transport open: the answer may still be coming
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        if self._done is not None and not self._done.done():
+            self._done.set_result(exc or ConnectionResetError("the client went away"))
 
 
 class _ChannelSession(asyncssh.SSHTCPSession[bytes]):
@@ -894,7 +956,8 @@ class _ChannelSession(asyncssh.SSHTCPSession[bytes]):
     def __init__(self, tunnel: Tunnel, writer: asyncio.StreamWriter) -> None:
         self._tunnel = tunnel
         self._writer = writer
-        self._transport = writer.transport
+        # A TCP transport: it reads too (typed as the write half on StreamWriter).
+        self.transport = cast(asyncio.Transport, writer.transport)
         self._chan: asyncssh.SSHTCPChannel[bytes] | None = None
         self._early: list[bytes] | None = []  # before start()
         self._early_eof = False
@@ -920,15 +983,15 @@ class _ChannelSession(asyncssh.SSHTCPSession[bytes]):
             return
         # Nothing may escape a session callback: asyncssh would drop the whole link.
         try:
-            self._transport.write(data)
+            self.transport.write(data)
         except (ConnectionError, OSError, RuntimeError):
-            self._transport.abort()
+            self.transport.abort()
             return
         self._tunnel.bytes_received += len(data)
         if (
             not self._paused
             and self._chan is not None
-            and self._transport.get_write_buffer_size() > STREAM_LIMIT
+            and self.transport.get_write_buffer_size() > STREAM_LIMIT
         ):
             self._paused = True
             self._chan.pause_reading()
@@ -950,14 +1013,19 @@ class _ChannelSession(asyncssh.SSHTCPSession[bytes]):
             try:
                 self._writer.write_eof()
             except (ConnectionError, OSError, RuntimeError):
-                self._transport.abort()  # the client is gone (ENOTCONN on shutdown)
+                self.transport.abort()  # the client is gone (ENOTCONN on shutdown)
         return True  # half-close: the client may still be sending
 
     def pause_writing(self) -> None:
+        # The channel's send buffer is full: stop reading from the client.
         self.writable.clear()
+        with contextlib.suppress(RuntimeError, OSError):
+            self.transport.pause_reading()
 
     def resume_writing(self) -> None:
         self.writable.set()
+        with contextlib.suppress(RuntimeError, OSError):
+            self.transport.resume_reading()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.writable.set()
