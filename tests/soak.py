@@ -197,6 +197,8 @@ class Fault:
     at: float  # seconds since streaming began
     kind: str
     recovery_s: float | None = None  # from injection until every forward served again
+    rss_kb: int = 0  # the daemon's RSS once recovered (under load: a trend, not a baseline)
+    fds: int = 0
 
 
 @dataclass
@@ -253,6 +255,10 @@ class Report:
             a, b = getattr(self.start, name), getattr(self.end, name)
             lines.append(f"  {name:<20}{a} -> {b}")
         lines.append(f"  daemon pid          {self.start.pid} -> {self.end.pid}")
+        lines.append(
+            "  RSS MB after faults "
+            + " ".join(f"{f.rss_kb / 1024:.0f}" for f in self.faults if f.rss_kb)
+        )
         return "\n".join(lines)
 
     def to_json(self) -> str:
@@ -526,6 +532,10 @@ class Soak:
             finally:
                 if lasting is not None:
                     await lasting
+            pid = self.daemon.proc.pid
+            with contextlib.suppress(OSError):
+                fault.rss_kb = _status_field(pid, "VmRSS")
+                fault.fds = len(os.listdir(f"/proc/{pid}/fd"))
             took = f"{fault.recovery_s:.1f} s" if fault.recovery_s is not None else "NEVER"
             self.say(f"         all {ENDPOINTS} forwards serving again after {took}")
 
