@@ -65,13 +65,23 @@ def kill_tree(proc: subprocess.Popen[Any], sig: int = signal.SIGTERM, wait: floa
             os.kill(pid, signal.SIGKILL)
 
 
-def start_sshd(workdir: Path, extra_ports: int = 0) -> Any:
+# sshd's MAX_LISTEN_SOCKS is 16.
+MAX_PORTS_PER_SSHD = 10
+
+
+def start_sshd(workdir: Path, extra_ports: int = 0, also_trust: Any = None) -> Any:
     """A started :class:`SshServer`; ``extra_ports`` more ``Port`` lines (for many
-    endpoints on one server). ``server.ports`` lists all of them, the main one first."""
+    endpoints on one server; at most ``MAX_PORTS_PER_SSHD`` in all). ``server.ports``
+    lists all of them, the main one first. ``also_trust``: another server whose client
+    key may log in here too."""
+    assert extra_ports < MAX_PORTS_PER_SSHD
     server = SshServer(workdir)
     ports = [server.port] + [free_port() for _ in range(extra_ports)]
     with server.config.open("a") as out:
         out.writelines(f"Port {p}\n" for p in ports[1:])
+    if also_trust is not None:
+        with server.authorized_keys.open("a") as out:
+            out.write(Path(f"{also_trust.client_key}.pub").read_text())
     server.ports = ports
     server.start()
     return server
@@ -278,17 +288,18 @@ class SshPeer:
         for spec in forwards:
             argv += ["-L", spec]
         argv.append(f"{sshd.user}@127.0.0.1")
-        self.proc = subprocess.Popen(
-            argv,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=(home / "ssh.log").open("ab"),
-        )
+        self.log_path = home / "ssh.log"
+        with self.log_path.open("ab") as err:
+            self.proc = subprocess.Popen(
+                argv, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err
+            )
 
     @staticmethod
     def extra_env() -> dict[str, str]:
         return {}
+
+    def text(self) -> str:
+        return self.log_path.read_text(errors="replace")
 
     @property
     def pid(self) -> int:

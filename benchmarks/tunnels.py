@@ -34,6 +34,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.peers import (
+    MAX_PORTS_PER_SSHD,
     SAME_CIPHER,
     AutosshPeer,
     Daemon,
@@ -454,32 +455,54 @@ class Run:
             "<= 80 MB",
             lambda v: v["jobtunnel"] <= 80,
         )
-        wake_goal = 1 + 2 * n / 5  # a 1 s tick, plus a keepalive and its answer per tunnel
+        # "No polling loop faster than once a second": the event loop thread may wake at
+        # most once a second per tunnel (keepalives, probes and their answers), every
+        # other thread at most once a second.
+        by_thread: dict[str, float] = {}
+
+        def quiet(v: dict[str, float]) -> bool:
+            loop_thread = max(by_thread.values(), default=0.0)
+            helpers = sorted(by_thread.values())[:-1]
+            return loop_thread <= n and all(w <= 1.05 for w in helpers)
+
         wake = self.metric(
             "idle_wakeups_per_s",
             "/s",
             "lower",
             peers,
-            f"<= {wake_goal:.0f} (1/s + 2 per keepalive)",
-            lambda v: v["jobtunnel"] <= wake_goal,
+            "loop <= 1/s per tunnel, other threads <= 1/s",
+            quiet,
         )
         http = services.ports["http"]
         with ExitStack() as stack:
-            sshd = start_sshd(self.home("sshd"), extra_ports=n - 1)
+            # Several servers (sshd listens on at most 16 sockets), one client key.
+            sshd = start_sshd(self.home("sshd"), extra_ports=min(n, MAX_PORTS_PER_SSHD) - 1)
             stack.callback(sshd.stop)
+            ports = list(sshd.ports)
+            while len(ports) < n:
+                more = min(n - len(ports), MAX_PORTS_PER_SSHD)
+                other = start_sshd(self.home("sshd"), extra_ports=more - 1, also_trust=sshd)
+                stack.callback(other.stop)
+                ports += other.ports
             jt = stack.enter_context(
                 Daemon(self.home("jobtunnel"), sshd, [f"{free_port()}:127.0.0.1:{http}"])
             )
-            for port in sshd.ports:
+            for port in ports:
                 jt.drop_log(port)
             ssh_peers: list[SshPeer] = []
-            for port in sshd.ports:
+            for port in ports:
                 local = free_port()
                 peer = stack.enter_context(
                     SshPeer(self.home("ssh"), sshd, [f"{local}:127.0.0.1:{http}"], port=port)
                 )
                 ssh_peers.append(peer)
-                wait_until(serves(local), "ssh -L")
+                try:
+                    wait_until(serves(local), "ssh -L")
+                except TimeoutError:
+                    raise TimeoutError(
+                        f"ssh -L {local} to sshd port {port}: exit {peer.proc.poll()}, "
+                        f"{peer.text()!r}; sshd log:\n{sshd.log_text()[-3000:]}"
+                    ) from None
             wait_until(lambda: len(jt.up_endpoints()) == n, f"{n} jobtunnel tunnels", 60)
             for ep in jt.up_endpoints():
                 local = ep["forwards"][0]["local_port"]
@@ -506,9 +529,10 @@ class Run:
                 cpu.runs[name].append((b.cpu_s - a.cpu_s) / window * 60)
                 rss.runs[name].append(b.hwm_mb)
                 wake.runs[name].append((b.switches - a.switches) / window)
-            self.extra["idle_jobtunnel_wakeups_per_s_by_thread"] = {
-                k: round((v - jt_threads0.get(k, 0)) / window, 2) for k, v in jt_threads1.items()
-            }
+            by_thread.update(
+                {k: round((v - jt_threads0.get(k, 0)) / window, 2) for k, v in jt_threads1.items()}
+            )
+            self.extra["idle_jobtunnel_wakeups_per_s_by_thread"] = by_thread
             self.extra["idle_tunnels"] = n
             log(
                 f"idle {n} tunnels over {window:.0f} s: "
