@@ -29,6 +29,7 @@ from asyncssh.encryption import get_encryption_algs
 
 from . import paths
 from .auth import KeyLoader, PassphraseCallback, auth_options
+from .config import DEFAULT_CIPHERS
 from .forward import ForwardSpec
 from .hostkeys import HostKeyStore, Verdict, fingerprint
 from .policy import ErrorKind, ReconnectPolicy, State, TunnelMachine, port_candidates
@@ -47,16 +48,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-# aes128-gcm first: measured fastest with asyncssh here (see design notes).
-DEFAULT_CIPHERS: tuple[str, ...] = (
-    "aes128-gcm@openssh.com",
-    "aes256-gcm@openssh.com",
-    "chacha20-poly1305@openssh.com",
-    "aes128-ctr",
-    "aes192-ctr",
-    "aes256-ctr",
-)
 
 # Bounded so a full port range cannot turn into tens of thousands of bind() calls.
 MAX_BIND_ATTEMPTS = 1000
