@@ -588,20 +588,22 @@ class Service:
             for each in self.tunnels.values():
                 each.reconnect_now()
             return [t.name for t in self.tunnels.values()]
-        rec = self._resolve(args)
-        tunnel = self.tunnels.get(rec.key)
-        if tunnel is None:
-            raise CommandError(f"{rec.name} is {rec.action}; `jobtunnel connect` it first")
+        tunnel = self._open_tunnel_of(args)
         tunnel.reconnect_now()
-        return rec.name
+        return tunnel.name
 
     async def _cmd_trust(self, args: dict[str, Any]) -> Any:
+        tunnel = self._open_tunnel_of(args)
+        tunnel.accept_new_host_key()
+        return tunnel.name
+
+    def _open_tunnel_of(self, args: dict[str, Any]) -> Tunnel:
+        """The running tunnel of the endpoint named in ``args``."""
         rec = self._resolve(args)
         tunnel = self.tunnels.get(rec.key)
         if tunnel is None:
             raise CommandError(f"{rec.name} is {rec.action}; `jobtunnel connect` it first")
-        tunnel.accept_new_host_key()
-        return rec.name
+        return tunnel
 
     async def _cmd_forget(self, args: dict[str, Any]) -> Any:
         rec = self._resolve(args)
