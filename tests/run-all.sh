@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-SYSTEM_PACKAGES=(openssh-server openssh-client autossh putty-tools xvfb trayer dbus dunst xdotool imagemagick libgirepository1.0-dev libcairo2-dev pkg-config gir1.2-gtk-3.0 gir1.2-ayatanaappindicator3-0.1 systemd desktop-file-utils)
+SYSTEM_PACKAGES=(python3 python3-venv python3-dev gcc openssh-server openssh-client autossh putty-tools xvfb trayer dbus dunst xdotool imagemagick libgirepository1.0-dev libcairo2-dev pkg-config gir1.2-gtk-3.0 gir1.2-ayatanaappindicator3-0.1 systemd desktop-file-utils)
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
