@@ -473,9 +473,10 @@ class Service:
             "port": rec.port,
             "job_id": rec.job_id,
             "action": rec.action,
-            "state": status.state
-            if status
-            else ("paused" if rec.action == "paused" else "stopped"),
+            # A paused endpoint's tunnel is merely stopped; "paused" says why.
+            "state": "paused"
+            if rec.action == "paused"
+            else (status.state if status else "stopped"),
             "since": status.since if status else rec.last_seen,
             "last_error": status.last_error if status else None,
             "last_error_kind": status.last_error_kind if status else None,

@@ -389,3 +389,23 @@ def test_a_changed_host_key_is_refused_until_the_user_trusts_it(
     trusted = env.cli("trust", name)
     assert trusted.returncode == 0, trusted.stderr
     wait_for(lambda: endpoint_up(env), "the tunnel with the trusted new key")
+
+
+@pytest.mark.timeout(120)
+def test_pause_all_closes_ports_across_a_restart_and_resume_reopens_them(
+    env: Env, daemons: Callable[[], Daemon]
+) -> None:
+    daemon = daemons()
+    chrome_download(env.logs, "job.log", env.log_line())
+    port = wait_for(lambda: endpoint_up(env), "the tunnel")["forwards"][0]["local_port"]
+    assert env.cli("pause").returncode == 0
+    wait_for(lambda: refused(port), "the paused port to close")
+    assert [e["state"] for e in env.status()["endpoints"]] == ["paused"]
+    assert daemon.kill(signal.SIGTERM) == 0
+    daemons()
+    assert [e["state"] for e in env.status()["endpoints"]] == ["paused"]
+    assert refused(port)
+    assert env.cli("resume").returncode == 0
+    ep = wait_for(lambda: endpoint_up(env), "the resumed tunnel")
+    assert ep["forwards"][0]["local_port"] == port
+    assert get(port) == HTTP_BODY
