@@ -31,6 +31,7 @@ from sshd_server import (  # type: ignore[import-not-found]  # noqa: E402
     free_port,
 )
 from test_daemon import chrome_download  # type: ignore[import-not-found]  # noqa: E402
+from userenv import isolated_env  # type: ignore[import-not-found]  # noqa: E402
 
 __all__ = [
     "AutosshPeer",
@@ -120,26 +121,6 @@ class Services:
         self.stop()
 
 
-def _isolated_env(home: Path, runtime: Path | None = None) -> dict[str, str]:
-    """Environment of a user living in ``home``; ``runtime`` (XDG_RUNTIME_DIR, where the
-    control socket goes) defaults to ``home/run``: pass a short path when ``home`` is deep,
-    since a Unix socket path is limited to about 100 bytes."""
-    runtime = runtime or home / "run"
-    env = dict(os.environ)
-    for var in ("JOBTUNNEL_CONFIG", "SSH_AUTH_SOCK", "NOTIFY_SOCKET", "XDG_RUNTIME_DIR"):
-        env.pop(var, None)
-    env.update(
-        HOME=str(home),
-        XDG_CONFIG_HOME=str(home / ".config"),
-        XDG_STATE_HOME=str(home / ".local" / "state"),
-        XDG_DATA_HOME=str(home / ".local" / "share"),
-        XDG_CACHE_HOME=str(home / ".cache"),
-        XDG_RUNTIME_DIR=str(runtime),
-    )
-    runtime.mkdir(mode=0o700, parents=True, exist_ok=True)
-    return env
-
-
 class Daemon:
     """``python -m jobtunnel.daemon run`` as a user of its own (HOME, XDG dirs, config)
     against the test sshd. Every setting is the default except what the test sshd needs
@@ -158,7 +139,7 @@ class Daemon:
         self.logs = home / "JobLogs"
         self.logs.mkdir(parents=True, exist_ok=True)
         self.runtime = Path(tempfile.mkdtemp(prefix="jt-"))
-        self.env = _isolated_env(home, self.runtime)
+        self.env = isolated_env(home, self.runtime)
         sections: dict[str, dict[str, Any]] = {
             "detect": {"username_pattern": sshd.user, "allow_private_addresses": True},
             "watch": {"folders": [str(self.logs)]},
@@ -282,7 +263,7 @@ class SshPeer:
         extra: list[str] | None = None,
     ) -> None:
         home.mkdir(parents=True, exist_ok=True)
-        env = _isolated_env(home)
+        env = isolated_env(home)
         env.update(self.extra_env())
         argv = [*self.argv0, *ssh_options(sshd, port, cipher), *(extra or [])]
         for spec in forwards:

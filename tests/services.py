@@ -35,17 +35,24 @@ class _Server(socketserver.ThreadingTCPServer):
 
 
 @contextmanager
-def echo_server() -> Iterator[int]:
-    """Echo server on 127.0.0.1; yields its port."""
-    server = _Server(("127.0.0.1", 0), _EchoHandler)
+def _serving(server: socketserver.BaseServer) -> Iterator[int]:
+    """Serve ``server`` in its own thread; yield its port; shut it down after."""
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
     thread.start()
     try:
-        yield int(server.server_address[1])
+        yield int(server.server_address[1])  # type: ignore[index]
     finally:
         server.shutdown()
         server.server_close()
         thread.join(10)
+
+
+@contextmanager
+def echo_server() -> Iterator[int]:
+    """Echo server on 127.0.0.1; yields its port."""
+    server = _Server(("127.0.0.1", 0), _EchoHandler)
+    with _serving(server) as port:
+        yield port
 
 
 HTTP_BODY = b"hello from the cluster\n" * 100
@@ -66,14 +73,8 @@ class _HttpHandler(http.server.BaseHTTPRequestHandler):
 def http_server() -> Iterator[int]:
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _HttpHandler)
     server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
-    thread.start()
-    try:
-        yield int(server.server_address[1])
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(10)
+    with _serving(server) as port:
+        yield port
 
 
 async def roundtrip(port: int, payload: bytes, timeout: float = 30.0) -> bytes:
@@ -139,14 +140,8 @@ def source_server(size: int) -> Iterator[int]:
     """Sends ``size`` bytes of :func:`pattern` to every client as fast as it can."""
     server = _Server(("127.0.0.1", 0), _SourceHandler)
     server.size = size  # type: ignore[attr-defined]
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
-    thread.start()
-    try:
-        yield int(server.server_address[1])
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(10)
+    with _serving(server) as port:
+        yield port
 
 
 class _SlowSinkHandler(socketserver.BaseRequestHandler):
@@ -169,11 +164,5 @@ def slow_sink_server(delay: float) -> Iterator[int]:
     """Reads nothing for ``delay`` seconds, then everything; answers its sha256."""
     server = _Server(("127.0.0.1", 0), _SlowSinkHandler)
     server.delay = delay  # type: ignore[attr-defined]
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
-    thread.start()
-    try:
-        yield int(server.server_address[1])
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(10)
+    with _serving(server) as port:
+        yield port

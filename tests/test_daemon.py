@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
 import socket
 import subprocess
@@ -22,6 +21,7 @@ from typing import Any
 import pytest
 from services import HTTP_BODY, http_get, http_server
 from sshd_server import SshServer, free_port
+from userenv import isolated_env
 
 TIMEOUT = 20.0
 
@@ -84,17 +84,7 @@ def make_env(home: Path, sshd: SshServer, service_port: int) -> Env:
     """An isolated user in ``home`` (created) whose tunnels forward to ``service_port``;
     shared with the soak and hostile-input tests."""
     home.mkdir()
-    variables = dict(os.environ)
-    for var in ("JOBTUNNEL_CONFIG", "SSH_AUTH_SOCK", "NOTIFY_SOCKET", "XDG_RUNTIME_DIR"):
-        variables.pop(var, None)
-    variables.update(
-        HOME=str(home),
-        XDG_CONFIG_HOME=str(home / ".config"),
-        XDG_STATE_HOME=str(home / ".local" / "state"),
-        XDG_DATA_HOME=str(home / ".local" / "share"),
-        XDG_RUNTIME_DIR=str(home / "run"),
-    )
-    (home / "run").mkdir(mode=0o700)
+    variables = isolated_env(home)
     e = Env(
         home,
         home / "JobLogs",
