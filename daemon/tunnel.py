@@ -32,6 +32,7 @@ from .auth import KeyLoader, PassphraseCallback, auth_options
 from .config import DEFAULT_CIPHERS
 from .forward import ForwardSpec
 from .hostkeys import HostKeyStore, Verdict, fingerprint
+from .packets import skip_cbc_countermeasure
 from .policy import ErrorKind, ReconnectPolicy, State, TunnelMachine, port_candidates
 from .socks import Reply, Socks5Handshake, SocksError, reply
 
@@ -62,6 +63,8 @@ HELD_RETRY_FAST = 0.5
 _FAST_RETRY_KINDS = frozenset({ErrorKind.REFUSED, ErrorKind.LOST})
 READ_SIZE = 1 << 16
 STREAM_LIMIT = 1 << 18
+# Client-count changes are published at most this often (state changes at once).
+CLIENTS_NOTIFY_DELAY = 0.1
 
 
 @dataclass(frozen=True)
@@ -225,7 +228,8 @@ def classify(exc: BaseException) -> tuple[ErrorKind, str]:
 
 
 class _Client(asyncssh.SSHClient):
-    """Host-key TOFU against the pin store, and notice of connection loss."""
+    """Host-key TOFU against the pin store, notice of connection loss, and no CBC
+    countermeasure packets on non-CBC ciphers."""
 
     def __init__(self, tunnel: Tunnel) -> None:
         self._tunnel = tunnel
@@ -233,6 +237,9 @@ class _Client(asyncssh.SSHClient):
         self.changed: HostKeyChanged | None = None
         self.host_key: str | None = None
         self.lost: asyncio.Future[Exception | None] = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, conn: asyncssh.SSHClientConnection) -> None:
+        skip_cbc_countermeasure(conn)
 
     def validate_host_public_key(
         self, host: str, addr: str, port: int, key: asyncssh.SSHKey
@@ -361,6 +368,7 @@ class Tunnel:
         self._task: asyncio.Task[None] | None = None
         self._client_tasks: set[asyncio.Task[None]] = set()
         self._subscribers: list[Callable[[TunnelStatus], None]] = []
+        self._clients_notify: asyncio.TimerHandle | None = None
         self._host_key: str | None = None
         self.bytes_sent = 0
         self.bytes_received = 0
@@ -495,7 +503,19 @@ class Tunnel:
 
     # -- supervision -----------------------------------------------------------------
 
+    def _clients_changed(self) -> None:
+        """Client counts are news too, but a burst of short connections (a browser
+        loading a page) is one event: a snapshot per client would cost more than
+        serving it."""
+        if self._clients_notify is None and self._subscribers:
+            self._clients_notify = asyncio.get_running_loop().call_later(
+                CLIENTS_NOTIFY_DELAY, self._notify
+            )
+
     def _notify(self) -> None:
+        if self._clients_notify is not None:
+            self._clients_notify.cancel()
+            self._clients_notify = None
         if not self._subscribers:
             return
         snapshot = self.status()
@@ -677,7 +697,7 @@ class Tunnel:
         self._client_tasks.add(task)
         self.active_clients += 1
         fwd.clients += 1
-        self._notify()
+        self._clients_changed()
         try:
             await self._serve(fwd, reader, writer)
         except asyncio.CancelledError:
@@ -693,7 +713,7 @@ class Tunnel:
             self.active_clients -= 1
             fwd.clients -= 1
             self._client_tasks.discard(task)
-            self._notify()
+            self._clients_changed()
             if not writer.is_closing():
                 writer.close()
 

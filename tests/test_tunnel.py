@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from conftest import fast_options, is_up, local_port, make_tunnel, run
+from jobtunnel.daemon.tunnel import CLIENTS_NOTIFY_DELAY, TunnelStatus
 from services import (
     echo_server,
     http_get,
@@ -328,3 +329,33 @@ def test_held_client_shortens_a_long_backoff(sshd: SshServer, tmp_path: Path) ->
                 await t.end()
 
         run(main(), 40)
+
+
+def test_a_burst_of_clients_is_a_few_status_events_not_two_per_client(
+    sshd: SshServer, tmp_path: Path
+) -> None:
+    clients = 40
+    with echo_server() as echo:
+
+        async def main() -> None:
+            t = make_tunnel(sshd, [f"0:127.0.0.1:{echo}"], tmp_path)
+            events: list[TunnelStatus] = []
+            t.subscribe(events.append)
+            await t.start()
+            try:
+                await t.wait_for(is_up, 15)
+                before = len(events)
+                port = local_port(t)
+                replies = await asyncio.gather(*(roundtrip(port, b"x") for _ in range(clients)))
+                assert replies == [b"x"] * clients
+                await asyncio.sleep(CLIENTS_NOTIFY_DELAY * 5)
+                burst = events[before:]
+                print(f"{clients} clients -> {len(burst)} status events")
+                # One snapshot per arrival and per departure would be 2 * clients.
+                assert 1 <= len(burst) <= clients // 4
+                last = burst[-1]
+                assert last.active_clients == 0 and last.forwards[0].clients == 0
+            finally:
+                await t.end("test over")
+
+        run(main(), 60)
