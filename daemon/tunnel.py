@@ -65,6 +65,8 @@ READ_SIZE = 1 << 16
 STREAM_LIMIT = 1 << 18
 # Client-count changes are published at most this often (state changes at once).
 CLIENTS_NOTIFY_DELAY = 0.1
+# A channel that has not opened by then starts a liveness check of its link.
+OPEN_STALL_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -277,6 +279,7 @@ class _Link:
     conn: asyncssh.SSHClientConnection
     client: _Client
     clients: set[asyncio.StreamWriter] = field(default_factory=set)
+    check: asyncio.Task[bool] | None = None  # a liveness check in flight
 
     @property
     def alive(self) -> bool:
@@ -465,14 +468,42 @@ class Tunnel:
         if conn is None:
             self.reconnect_now()
             return False
+        return await self._ask(conn, timeout, "a probe")
+
+    async def _ask(self, conn: asyncssh.SSHClientConnection, timeout: float, why: str) -> bool:
+        """One keepalive round trip on ``conn``; no answer within ``timeout`` drops it."""
         try:
             # asyncssh 2.24 has no public ping; this is the request its keepalive sends.
             await asyncio.wait_for(conn._make_keepalive_request(), timeout)
         except (TimeoutError, OSError, asyncssh.Error) as exc:
-            log.info("%s: no answer to a probe (%s); reconnecting", self.name, exc or "timeout")
+            log.info("%s: no answer to %s (%s); reconnecting", self.name, why, exc or "timeout")
             conn.abort()
             return False
         return True
+
+    def _check_link(self, link: _Link) -> None:
+        """A client has waited :data:`OPEN_STALL_SECONDS` for its channel. Ask the server
+        now, with the keepalive's patience (interval x count), instead of waiting for the
+        keepalive timer, which counts from the last packet received: a frozen server is
+        then dropped about one interval sooner, while someone is waiting on it."""
+        opts = self.options
+        if (
+            opts.keepalive_interval <= 0
+            or link.check is not None
+            or not link.alive
+            or link is not self._link
+        ):
+            return
+        patience = opts.keepalive_interval * opts.keepalive_count_max
+        log.debug("%s: a channel is slow to open; checking the link", self.name)
+        link.check = asyncio.ensure_future(
+            self._ask(link.conn, patience, "a liveness check (a channel is not opening)")
+        )
+
+        def done(task: asyncio.Task[bool]) -> None:
+            link.check = None
+
+        link.check.add_done_callback(done)
 
     async def stop(self) -> None:
         """Pause: close the connection, the listeners and all clients."""
@@ -613,6 +644,8 @@ class Tunnel:
         for writer in list(link.clients):
             writer.transport.abort()
         link.clients.clear()
+        if link.check is not None:
+            link.check.cancel()
         link.conn.abort()
 
     async def _shutdown(self, from_task: bool = False) -> None:
@@ -804,6 +837,9 @@ class Tunnel:
                 finally:
                     self._held -= 1
                 continue
+            stalled = asyncio.get_running_loop().call_later(
+                OPEN_STALL_SECONDS, self._check_link, link
+            )
             try:
                 chan, session = await self._open_guarded(
                     link, target, orig, functools.partial(_ChannelSession, self, writer)
@@ -812,6 +848,8 @@ class Tunnel:
                 if link.alive and self._link is link:
                     raise _ChannelRefused(exc.reason, exc.code) from None
                 continue  # the link died under us: wait for the next one
+            finally:
+                stalled.cancel()
             assert isinstance(session, _ChannelSession)
             if writer.is_closing():
                 # The client left while the channel was opening (asyncssh #823 leaks the

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import logging
 import os
+import socket
 import time
 from pathlib import Path
 
 import pytest
 from conftest import fast_options, is_up, local_port, make_tunnel, run
-from jobtunnel.daemon.tunnel import CLIENTS_NOTIFY_DELAY, TunnelStatus
+from jobtunnel.daemon.tunnel import CLIENTS_NOTIFY_DELAY, OPEN_STALL_SECONDS, TunnelStatus
 from services import (
     echo_server,
     http_get,
@@ -205,6 +208,95 @@ def test_frozen_session_detected_and_replaced(sshd: SshServer, tmp_path: Path) -
                 await t.end()
 
         run(main(), 60)
+
+
+def test_a_client_waiting_on_a_frozen_server_starts_a_liveness_check(
+    sshd: SshServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Keepalive 5 s x 2 counts from the last packet received (15 s to notice). A
+    client whose channel does not open within OPEN_STALL_SECONDS asks the server at
+    once, with the same patience, so the frozen link goes about an interval sooner;
+    the client is then served on the new connection."""
+    caplog.set_level(logging.INFO, logger="jobtunnel")
+    with echo_server() as echo:
+
+        async def main() -> None:
+            opts = fast_options(sshd, keepalive_interval=5.0, keepalive_count_max=2)
+            t = make_tunnel(sshd, [f"0:127.0.0.1:{echo}"], tmp_path, options=opts)
+            await t.start()
+            try:
+                await t.wait_for(is_up, 15)
+                port = local_port(t)
+                assert await roundtrip(port, b"before") == b"before"
+                assert sshd.freeze_sessions()
+                t0 = time.monotonic()
+                waiting = asyncio.ensure_future(roundtrip(port, b"waiting", timeout=40))
+                await t.wait_for(lambda st: st.state != "up", 30)
+                print(f"frozen session dropped {time.monotonic() - t0:.2f} s after the freeze")
+                assert "no answer to a liveness check" in caplog.text
+                assert "not responding to keepalive" not in caplog.text
+                assert await waiting == b"waiting"
+                assert t.status().reconnects == 1
+            finally:
+                sshd.thaw_sessions()
+                await t.end()
+
+        run(main(), 60)
+
+
+def test_a_slow_channel_on_a_live_server_keeps_the_link(
+    sshd: SshServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The liveness check a stalled channel starts is answered by a live server: the
+    link stays, and the channel opens when the far side finally accepts."""
+    caplog.set_level(logging.DEBUG, logger="jobtunnel")
+    # A listener whose accept queue is full: the kernel drops sshd's SYN, and the
+    # connect only completes at a retransmission after the queue is drained.
+    full = socket.create_server(("127.0.0.1", 0), backlog=0)
+    target = full.getsockname()[1]
+    fillers = []
+    for _ in range(4):
+        filler = socket.socket()
+        filler.setblocking(False)
+        filler.connect_ex(("127.0.0.1", target))
+        fillers.append(filler)
+
+    accepted: list[socket.socket] = []
+
+    async def main() -> None:
+        t = make_tunnel(sshd, [f"0:127.0.0.1:{target}"], tmp_path)
+        await t.start()
+        try:
+            await t.wait_for(is_up, 15)
+            reader, writer = await asyncio.open_connection("127.0.0.1", local_port(t))
+            await asyncio.sleep(OPEN_STALL_SECONDS * 2.5)
+            assert "a channel is slow to open; checking the link" in caplog.text
+            assert "no answer to a liveness check" not in caplog.text
+            st = t.status()
+            assert st.state == "up" and st.reconnects == 0 and st.active_clients == 1
+            # Drain the queue, greeting every connection: sshd's gets through at last.
+            full.setblocking(False)
+            greeting = asyncio.ensure_future(reader.readexactly(2))
+            deadline = time.monotonic() + 20
+            while not greeting.done():
+                with contextlib.suppress(BlockingIOError):
+                    conn = full.accept()[0]
+                    conn.sendall(b"hi")
+                    accepted.append(conn)
+                    continue
+                assert time.monotonic() < deadline, "the channel never opened"
+                await asyncio.sleep(0.05)
+            assert greeting.result() == b"hi"
+            assert t.status().reconnects == 0
+            writer.close()
+        finally:
+            await t.end()
+
+    try:
+        run(main(), 60)
+    finally:
+        for sock in [full, *fillers, *accepted]:
+            sock.close()
 
 
 BIG = 64 * 1024 * 1024
