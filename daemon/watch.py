@@ -125,6 +125,26 @@ class _Armed:
     ident: Ident
 
 
+def _is_same(st: os.stat_result, known: _FileState | None) -> bool:
+    """Whether ``st`` is the file ``known`` describes, read to its end."""
+    if known is None:
+        return False
+    return known.ident == (st.st_dev, st.st_ino) and known.offset == st.st_size
+
+
+def _unchanged(known: dict[Path, _FileState | None]) -> set[Path]:
+    """The files of ``known`` that are still as read (runs in a thread: one ``stat`` each)."""
+    same: set[Path] = set()
+    for path, state in known.items():
+        try:
+            st = os.stat(path)
+        except OSError:
+            continue
+        if stat.S_ISREG(st.st_mode) and _is_same(st, state):
+            same.add(path)
+    return same
+
+
 def _read_step(path: Path, root: Path, known: _FileState | None, max_chunk: int) -> _Step:
     """Read the next chunk of ``path`` after what ``known`` says was read (runs in a thread)."""
     try:
@@ -135,7 +155,7 @@ def _read_step(path: Path, root: Path, known: _FileState | None, max_chunk: int)
         return _Step("error", reason=str(exc))
     if not stat.S_ISREG(st.st_mode):
         return _Step("skip", reason="not a regular file")
-    if known is not None and known.ident == (st.st_dev, st.st_ino) and known.offset == st.st_size:
+    if _is_same(st, known):
         return _Step("same")
     real_root = os.path.realpath(root)
     try:
@@ -504,6 +524,9 @@ class LogWatcher:
                 self._ensure_armed(directory, await asyncio.to_thread(_dir_ident, directory))
             files.update(await asyncio.to_thread(self._list_dir, directory))
             files.update(p for p in self._files if directory in p.parents)
+        if len(files) > 1:
+            # One thread hop for the whole rescan, not one per file (most are unchanged).
+            files -= await asyncio.to_thread(_unchanged, {p: self._files.get(p) for p in files})
         for path in sorted(files):
             await self._refresh(path)
 

@@ -158,6 +158,36 @@ def test_existing_files_read_at_start_then_only_appended_bytes(folder: Path) -> 
     assert {u.path.name for u in updates.all} == {"job.log", "Results.CSV"}
 
 
+
+def test_a_rescan_reads_only_the_files_that_changed(
+    folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The periodic safety rescan stats every known file in one thread hop and opens
+    only those that grew: 50 quiet logs cost no reads."""
+    folder.mkdir()
+    for i in range(50):
+        (folder / f"job{i}.log").write_bytes(f"job {i}\n".encode())
+    reads: list[Path] = []
+    real_read_step = watch._read_step
+
+    def counting_read_step(path: Path, *args: Any) -> Any:
+        reads.append(path)
+        return real_read_step(path, *args)
+
+    async def body(watcher: LogWatcher, updates: Updates) -> None:
+        assert len(updates.all) == 50
+        monkeypatch.setattr(watch, "_read_step", counting_read_step)
+        await watcher.rescan()
+        assert reads == [], "unchanged files were opened"
+        with (folder / "job7.log").open("ab") as f:
+            f.write(b"more\n")
+        await watcher.rescan()
+        assert set(reads) == {folder / "job7.log"}
+        await updates.content_is(folder / "job7.log", b"job 7\nmore\n")
+
+    watching(folder, body)
+
+
 def test_symlinked_folder_is_watched_at_its_target(tmp_path: Path) -> None:
     # watchdog does not follow a symlinked watch root by default: it would see no events.
     real = tmp_path / "real"
