@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import sys
 from collections.abc import Coroutine, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import pytest
 
@@ -59,14 +60,25 @@ def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return home
 
 
-def require_sshd() -> None:
-    """Skip without sshd, but FAIL under CI=true: CI must never pass by skipping."""
-    why = sshd_available()
-    if why is None:
-        return
+def dependency_missing(why: str) -> NoReturn:
+    """Skip for a missing dependency, but FAIL under CI=true: CI never passes by skipping."""
     if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"CI=true and the test sshd cannot run: {why}")
+        pytest.fail(f"CI=true and {why}")
     pytest.skip(why)
+
+
+def require_tool(name: str, package: str) -> str:
+    """The tool's path; :func:`dependency_missing` without it."""
+    path = shutil.which(name)
+    if path is None:
+        dependency_missing(f"{name} is not installed (Debian package {package})")
+    return path
+
+
+def require_sshd() -> None:
+    why = sshd_available()
+    if why is not None:
+        dependency_missing(f"the test sshd cannot run: {why}")
 
 
 @pytest.fixture

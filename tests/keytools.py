@@ -1,29 +1,16 @@
-"""Helpers for the key tests: external tools (puttygen, ssh-keygen) and an in-memory keyring."""
+"""Helpers for the key tests: ssh-keygen's view of a key, and an in-memory keyring."""
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
-
-
-def require_tool(name: str) -> str:
-    """The tool's path; skip without it, but FAIL under CI=true (CI must not pass by skipping)."""
-    found = shutil.which(name)
-    if found:
-        return found
-    why = f"{name} is not installed (Debian: putty-tools / openssh-client)"
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"CI=true and {why}")
-    pytest.skip(why)
+from conftest import require_tool
 
 
 def public_of(private: Path, passphrase: str = "") -> str:
     """``ssh-keygen -y``: "type base64" of an OpenSSH private key (comment dropped)."""
-    keygen = require_tool("ssh-keygen")
+    keygen = require_tool("ssh-keygen", "openssh-client")
     out = subprocess.run(
         [keygen, "-y", "-P", passphrase, "-f", str(private)],
         capture_output=True,

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import require_sshd
+from conftest import require_sshd, require_tool
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -50,8 +50,7 @@ def _mentions(pid: int, text: str) -> bool:
 @pytest.mark.timeout(180)
 def test_quick_run_reports_every_metric_for_every_peer(tmp_path: Path) -> None:
     require_sshd()
-    if subprocess.run(["which", "autossh"], capture_output=True).returncode != 0:
-        pytest.skip("autossh is not installed (Debian: autossh)")
+    require_tool("autossh", "autossh")
     out = tmp_path / "tunnels.json"
     before = _processes()
     result = subprocess.run(

@@ -11,7 +11,6 @@ import json
 import os
 import plistlib
 import shlex
-import shutil
 import signal
 import socket
 import subprocess
@@ -24,23 +23,13 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from conftest import dependency_missing, require_tool
 from jobtunnel.daemon import loginservice as ls
 from jobtunnel.daemon.loginservice import Result, Target
 
 pytestmark = pytest.mark.timeout(60)
 
 TASK_NS = {"t": "http://schemas.microsoft.com/windows/2004/02/mit/task"}
-
-
-def require_tool(name: str, package: str) -> str:
-    """The tool's path; skip without it, but FAIL under CI=true (CI never passes by skipping)."""
-    path = shutil.which(name)
-    if path:
-        return path
-    why = f"{name} is missing (Debian package {package})"
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"CI=true and {why}")
-    pytest.skip(why)
 
 
 def target(platform: ls.Platform, **changes: object) -> Target:
@@ -541,9 +530,7 @@ def test_templates_ship_in_the_wheel(tmp_path: Path) -> None:
         check=False,
     )
     if built.returncode != 0:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"CI=true and the wheel could not be built: {built.stderr[-2000:]}")
-        pytest.skip(f"cannot build the wheel here: {built.stderr[-500:]}")
+        dependency_missing(f"the wheel could not be built: {built.stderr[-2000:]}")
     (wheel,) = tmp_path.glob("jobtunnel-*.whl")
     site = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(site)

@@ -8,8 +8,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from conftest import require_tool
 from jobtunnel.daemon import keys, ppk
-from keytools import public_of, require_tool, same_key
+from keytools import public_of, same_key
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -21,7 +22,7 @@ def puttygen_key(
     tmp_path: Path, kind: str, version: int, passphrase: str = "", kdf: str = "", fast: bool = True
 ) -> tuple[Path, str]:
     """A new .ppk made by puttygen, and the OpenSSH public key line puttygen reports."""
-    puttygen = require_tool("puttygen")
+    puttygen = require_tool("puttygen", "putty-tools")
     name = f"{kind.replace(' ', '')}-v{version}-{kdf or 'id'}-{'enc' if passphrase else 'plain'}"
     out = tmp_path / f"{name}.ppk"
     phrase_file = tmp_path / f"{name}.pass"
@@ -169,10 +170,10 @@ def test_cli_import_asks_the_passphrase(
 
 
 def test_missing_puttygen_fails_under_ci(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("keytools.shutil.which", lambda name: None)
+    monkeypatch.setattr("conftest.shutil.which", lambda name: None)
     monkeypatch.setenv("CI", "true")
     with pytest.raises(pytest.fail.Exception, match="CI=true"):
-        require_tool("puttygen")
+        require_tool("puttygen", "putty-tools")
     monkeypatch.setenv("CI", "false")
     with pytest.raises(pytest.skip.Exception):
-        require_tool("puttygen")
+        require_tool("puttygen", "putty-tools")

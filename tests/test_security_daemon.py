@@ -30,7 +30,7 @@ from typing import Any
 
 import pytest
 import test_daemon
-from keytools import require_tool
+from conftest import require_tool
 from services import HTTP_BODY
 from soak import proc_tcp
 from sshd_server import free_port
@@ -182,8 +182,8 @@ class VerboseDaemon(Daemon):
 
 @pytest.fixture
 def agent(tmp_path: Path) -> Iterator[Path]:
-    require_tool("ssh-agent")
-    require_tool("ssh-add")
+    require_tool("ssh-agent", "openssh-client")
+    require_tool("ssh-add", "openssh-client")
     sock = tmp_path / "agent" / "sock"
     sock.parent.mkdir(mode=0o700)
     proc = subprocess.Popen(
@@ -201,7 +201,7 @@ def agent(tmp_path: Path) -> Iterator[Path]:
 def test_passphrase_key_via_agent_leaves_no_secret_in_any_file(
     env: Env, agent: Path, tmp_path: Path
 ) -> None:
-    keygen = require_tool("ssh-keygen")
+    keygen = require_tool("ssh-keygen", "openssh-client")
     passphrase = "Tr0ub4dor&3-correct-horse-" + os.urandom(6).hex()
     keys = tmp_path / "keys"  # outside the daemon's home: only copies would be found there
     keys.mkdir(mode=0o700)

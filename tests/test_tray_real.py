@@ -26,6 +26,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from conftest import dependency_missing
 from jobtunnel.tray.icon import COLOURS, Overall
 from jobtunnel.tray.menu import Item, MenuContext, build_menu
 from PIL import Image, ImageChops
@@ -61,9 +62,7 @@ def require_desktop() -> None:
     why = missing()
     if why is None:
         return
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"CI=true and the real-tray test cannot run: {why}")
-    pytest.skip(why)
+    dependency_missing(f"the real-tray test cannot run: {why}")
 
 
 class Desktop:

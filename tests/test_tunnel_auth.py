@@ -12,7 +12,7 @@ from pathlib import Path
 
 import asyncssh
 import pytest
-from conftest import fast_options, is_up, make_tunnel, run
+from conftest import fast_options, is_up, make_tunnel, require_tool, run
 from sshd_server import SshServer
 
 pytestmark = [pytest.mark.sshd, pytest.mark.timeout(90)]
@@ -91,8 +91,8 @@ def ssh_agent(tmp_path: Path) -> Iterator[str]:
 
 
 def test_agent_key(sshd: SshServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    if shutil.which("ssh-agent") is None or shutil.which("ssh-add") is None:
-        pytest.skip("ssh-agent not installed")
+    require_tool("ssh-agent", "openssh-client")
+    require_tool("ssh-add", "openssh-client")
     with ssh_agent(tmp_path) as sock:
         env = {**os.environ, "SSH_AUTH_SOCK": sock}
         subprocess.run(["ssh-add", str(sshd.client_key)], env=env, check=True, capture_output=True)
