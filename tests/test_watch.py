@@ -158,7 +158,6 @@ def test_existing_files_read_at_start_then_only_appended_bytes(folder: Path) -> 
     assert {u.path.name for u in updates.all} == {"job.log", "Results.CSV"}
 
 
-
 def test_a_rescan_reads_only_the_files_that_changed(
     folder: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
