@@ -3,7 +3,8 @@
 jobtunnel's engine moves every byte through asyncssh, in Python; the round trip and the
 connection rate stay well short of ``ssh -L`` however its own code is trimmed (a bare
 asyncssh ``forward_local_port`` measures the same). This script measures the other
-design, side by side with ``ssh -L`` in one run: a listener of our own (so ports stay put
+design, side by side with ``ssh -L``, the daemon and a bare asyncssh ``forward_local_port``
+on uvloop (the floor of the current design) in one run: a listener of our own (so ports stay put
 and clients can be held, as now) hands each accepted client's socket to an OpenSSH
 ``ControlMaster`` with the mux protocol's ``MUX_C_NEW_STDIO_FWD`` (OpenSSH PROTOCOL.mux;
 the socket goes over by SCM_RIGHTS), and from then on only ssh touches its bytes.
@@ -32,7 +33,15 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
-from benchmarks.peers import SAME_CIPHER, Services, SshPeer, free_port, kill_tree, start_sshd
+from benchmarks.peers import (
+    SAME_CIPHER,
+    Daemon,
+    Services,
+    SshPeer,
+    free_port,
+    kill_tree,
+    start_sshd,
+)
 from benchmarks.probes import connections_per_s, echo_rtt_us, serves, throughput, wait_until
 
 MUX_VERSION = 4
@@ -121,16 +130,33 @@ def cpu_seconds(pids: list[int]) -> float:
     return total / 1e9
 
 
-def start_forwarder(control: Path, port: int, hostport: int) -> subprocess.Popen[str]:
+async def asyncssh_forward(sshd_port: int, key: str, user: str, port: int, hostport: int) -> None:
+    """asyncssh's own local forward, nothing of jobtunnel's: what the Python path costs."""
+    import asyncssh
+
+    conn = await asyncssh.connect(
+        "127.0.0.1",
+        sshd_port,
+        username=user,
+        client_keys=[key],
+        known_hosts=None,
+        encryption_algs=[SAME_CIPHER],
+        config=None,
+    )
+    await conn.forward_local_port("127.0.0.1", port, "127.0.0.1", hostport)
+    print("ready", flush=True)
+    await conn.wait_closed()
+
+
+def start_forwarder(*args: object) -> subprocess.Popen[str]:
+    """This script in another process with ``args`` (--forward or --asyncssh)."""
     proc = subprocess.Popen(
-        [sys.executable, __file__, "--forward", str(control), str(port), str(hostport)],
-        stdout=subprocess.PIPE,
-        text=True,
+        [sys.executable, __file__, *map(str, args)], stdout=subprocess.PIPE, text=True
     )
     assert proc.stdout is not None
     if proc.stdout.readline().strip() != "ready":
         kill_tree(proc)
-        raise RuntimeError("the mux forwarder did not start")
+        raise RuntimeError(f"the forwarder {args} did not start")
     return proc
 
 
@@ -140,7 +166,7 @@ def measure(reps: int, trips: int, conns: int, stream_mb: int) -> None:
         sshd = start_sshd(work / "sshd")
         echo, stream = services.ports["echo"], services.ports["stream"]
         peers: dict[str, tuple[int, int, list[int]]] = {}
-        procs: list[SshPeer | subprocess.Popen[str]] = []
+        procs: list[SshPeer | Daemon | subprocess.Popen[str]] = []
         try:
             ports = (free_port(), free_port())
             plain = SshPeer(
@@ -158,10 +184,27 @@ def measure(reps: int, trips: int, conns: int, stream_mb: int) -> None:
             procs.append(master)
             wait_until(control.exists, "the ControlMaster socket")
             ports = (free_port(), free_port())
-            forwarders = [start_forwarder(control, ports[0], echo)]
-            forwarders.append(start_forwarder(control, ports[1], stream))
+            forwarders = [start_forwarder("--forward", control, ports[0], echo)]
+            forwarders.append(start_forwarder("--forward", control, ports[1], stream))
             procs += forwarders
             peers["mux"] = (*ports, [master.pid] + [f.pid for f in forwarders])
+            ports = (free_port(), free_port())
+            plain_asyncssh = [
+                start_forwarder("--asyncssh", sshd.port, sshd.client_key, sshd.user, p, target)
+                for p, target in zip(ports, (echo, stream), strict=True)
+            ]
+            procs += plain_asyncssh
+            peers["asyncssh"] = (*ports, [f.pid for f in plain_asyncssh])
+            ports = (free_port(), free_port())
+            daemon = Daemon(
+                work / "jobtunnel",
+                sshd,
+                [f"{ports[0]}:127.0.0.1:{echo}", f"{ports[1]}:127.0.0.1:{stream}"],
+                {"ssh": {"ciphers": [SAME_CIPHER]}},
+            )
+            procs.append(daemon)
+            daemon.drop_log(sshd.port)
+            peers["jobtunnel"] = (*ports, [daemon.pid])
             for name, (port, _, _) in peers.items():
                 wait_until(serves(port, "echo"), name)
             runs: dict[str, dict[str, list[float]]] = {
@@ -185,14 +228,23 @@ def measure(reps: int, trips: int, conns: int, stream_mb: int) -> None:
                 print(f"rep {rep + 1}/{reps} done", file=sys.stderr, flush=True)
         finally:
             for proc in procs:
-                proc.stop() if isinstance(proc, SshPeer) else kill_tree(proc)
+                proc.stop() if isinstance(proc, SshPeer | Daemon) else kill_tree(proc)
             sshd.stop()
     print(f"{time.strftime('%Y-%m-%d %H:%M')}, aes128-gcm both, median of {reps}")
-    print("| measure | mux | ssh -L | ratio |\n| --- | --- | --- | --- |")
+    others = [p for p in peers if p != "ssh -L"]
+    print("| measure | ssh -L | " + " | ".join(f"{p} | ratio" for p in others) + " |")
+    print("| --- " * (2 + 2 * len(others)) + "|")
     for measure_name in runs["mux"]:
-        mux = statistics.median(runs["mux"][measure_name])
         ssh = statistics.median(runs["ssh -L"][measure_name])
-        print(f"| {measure_name} | {mux:.3g} | {ssh:.3g} | {mux / ssh:.2f} |")
+        cells = [_figure(ssh)]
+        for peer in others:
+            value = statistics.median(runs[peer][measure_name])
+            cells += [_figure(value), f"{value / ssh:.2f}"]
+        print(f"| {measure_name} | " + " | ".join(cells) + " |")
+
+
+def _figure(value: float) -> str:
+    return f"{value:.0f}" if value >= 100 else f"{value:.3g}"
 
 
 def main() -> int:
@@ -202,14 +254,22 @@ def main() -> int:
     parser.add_argument("--conns", type=int, default=1000)
     parser.add_argument("--stream-mb", type=int, default=500)
     parser.add_argument("--forward", nargs=3, metavar=("CONTROL", "PORT", "HOSTPORT"))
+    parser.add_argument(
+        "--asyncssh", nargs=5, metavar=("SSHD_PORT", "KEY", "USER", "PORT", "HOSTPORT")
+    )
     args = parser.parse_args()
-    if args.forward:
-        control, port, hostport = args.forward
+    if args.forward or args.asyncssh:
         with contextlib.suppress(ImportError):
             import uvloop  # as the daemon's event_loop = "auto"
 
             uvloop.install()
+    if args.forward:
+        control, port, hostport = args.forward
         asyncio.run(MuxForwarder(control, int(port), "127.0.0.1", int(hostport)).serve())
+        return 0
+    if args.asyncssh:
+        sshd_port, key, user, port, hostport = args.asyncssh
+        asyncio.run(asyncssh_forward(int(sshd_port), key, user, int(port), int(hostport)))
         return 0
     measure(args.reps, args.trips, args.conns, args.stream_mb)
     return 0
