@@ -132,7 +132,7 @@ def _is_same(st: os.stat_result, known: _FileState | None) -> bool:
     return known.ident == (st.st_dev, st.st_ino) and known.offset == st.st_size
 
 
-def _unchanged(known: dict[Path, _FileState | None]) -> set[Path]:
+def _unchanged(known: dict[Path, _FileState]) -> set[Path]:
     """The files of ``known`` that are still as read (runs in a thread: one ``stat`` each)."""
     same: set[Path] = set()
     for path, state in known.items():
@@ -524,9 +524,10 @@ class LogWatcher:
                 self._ensure_armed(directory, await asyncio.to_thread(_dir_ident, directory))
             files.update(await asyncio.to_thread(self._list_dir, directory))
             files.update(p for p in self._files if directory in p.parents)
-        if len(files) > 1:
+        known = {p: state for p in files if (state := self._files.get(p)) is not None}
+        if len(known) > 1:
             # One thread hop for the whole rescan, not one per file (most are unchanged).
-            files -= await asyncio.to_thread(_unchanged, {p: self._files.get(p) for p in files})
+            files -= await asyncio.to_thread(_unchanged, known)
         for path in sorted(files):
             await self._refresh(path)
 
