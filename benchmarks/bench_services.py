@@ -1,7 +1,7 @@
 """The services behind the test sshd, in a process of their own (so that a measuring client
 and a service never share one interpreter's lock).
 
-Echo and HTTP come from ``tests/services.py``; the throughput source streams as many bytes
+Echo and HTTP come from ``tests/helpers/services.py``; the throughput source streams as many bytes
 as the client asks for (an 8-byte big-endian count) from one 1 MiB buffer, so a 1 GB
 transfer costs no memory. Prints ``{"echo": port, "http": port, "stream": port}`` as one
 JSON line, then serves until its stdin closes.
@@ -17,9 +17,9 @@ import threading
 from contextlib import ExitStack
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
-from services import echo_server, http_server  # type: ignore[import-not-found]
+from tests.helpers.services import echo_server, http_server
 
 BLOCK = bytes(range(256)) * 4096  # 1 MiB
 

@@ -39,7 +39,7 @@ ENDPOINT = (
 SCAN_CHILD = """
 import sys, time, json
 from pathlib import Path
-from jobtunnel.daemon.scan import scan_file
+from jobtunnel.daemon.process.scan import scan_file
 from jobtunnel.daemon.config import Config
 start = time.perf_counter()
 found = scan_file(Path(sys.argv[1]), Config().detect, lambda r: None)

@@ -21,17 +21,16 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 ROOT = Path(__file__).resolve().parents[1]
-TESTS = ROOT / "tests"
-sys.path.insert(0, str(TESTS))
+sys.path.insert(0, str(ROOT))  # run as a script from anywhere
 
 # The test helpers are the one copy of how to run a throw-away sshd and a Chrome download.
-from sshd_server import (  # type: ignore[import-not-found]  # noqa: E402
+from tests.helpers.daemonproc import chrome_download  # noqa: E402
+from tests.helpers.sshd import (  # noqa: E402
     SshServer,
     descendants,
     free_port,
 )
-from test_daemon import chrome_download  # type: ignore[import-not-found]  # noqa: E402
-from userenv import isolated_env  # type: ignore[import-not-found]  # noqa: E402
+from tests.helpers.userenv import isolated_env  # noqa: E402
 
 __all__ = [
     "AutosshPeer",

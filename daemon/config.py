@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from jobtunnel.daemon import paths
-from jobtunnel.daemon.detect import DEFAULT_USERNAME_PATTERN
-from jobtunnel.daemon.forward import parse_dynamic, parse_forward
+from . import paths
+from .core.detect import DEFAULT_USERNAME_PATTERN
+from .core.forward import parse_dynamic, parse_forward
 
 __all__ = [
     "Config",

@@ -7,7 +7,7 @@ import logging.handlers
 import sys
 from pathlib import Path
 
-from jobtunnel.daemon import paths
+from . import paths
 
 __all__ = ["log_file", "setup_logging"]
 

@@ -21,13 +21,14 @@ from pathlib import Path
 from typing import Any
 
 from jobtunnel.daemon import paths
+from jobtunnel.daemon.api.control import ControlClient, ControlError, DaemonNotRunning
 from jobtunnel.daemon.config import ConfigError, default_config_text, load_config
-from jobtunnel.daemon.control import ControlClient, ControlError, DaemonNotRunning
 from jobtunnel.daemon.logs import log_file, setup_logging
-from jobtunnel.tray import backend, desktop
-from jobtunnel.tray.icon import Overall, draw, overall, tooltip
-from jobtunnel.tray.menu import Action, Item, MenuContext, build_menu
-from jobtunnel.tray.notify import Notice, NoticePolicy, Notifier
+
+from . import backend, desktop
+from .icon import Overall, draw, overall, tooltip
+from .menu import Action, Item, MenuContext, build_menu
+from .notify import Notice, NoticePolicy, Notifier
 
 __all__ = ["TrayApp", "main"]
 
@@ -120,7 +121,7 @@ class TrayApp:
         icon = self.icon
         if icon is None:
             return
-        from jobtunnel.tray.pystray_menu import to_pystray
+        from .pystray_menu import to_pystray
 
         state = overall(self.snapshot)
         title = tooltip(self.snapshot, self.detail)
@@ -289,7 +290,7 @@ class TrayApp:
         except ImportError as exc:
             log.error("no system tray here: %s", exc)
             return 1
-        from jobtunnel.tray.pystray_menu import to_pystray
+        from .pystray_menu import to_pystray
 
         loaded = pystray.Icon.__module__.rsplit(".", 1)[-1].lstrip("_")
         if loaded == "xorg":

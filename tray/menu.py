@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from jobtunnel.tray.icon import tooltip
+from .icon import tooltip
 
 __all__ = [
     "ACTIONS",

@@ -6,7 +6,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import pystray
-from jobtunnel.tray.menu import Action, Item
+
+from .menu import Action, Item
 
 __all__ = ["to_pystray"]
 

@@ -1,0 +1,1 @@
+"""The control API between the daemon and its clients (tray, CLI, doctor)."""

@@ -1,0 +1,669 @@
+"""The long-running service behind ``jobtunnel run``.
+
+Data flows one way: watched files -> detectors -> the state's endpoints -> one
+:class:`~jobtunnel.daemon.engine.tunnel.Tunnel` each -> status events on the control API.
+Commands come back only through the control API handlers below.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+from .. import __version__, paths
+from ..api.control import ControlError, ControlServer
+from ..config import Config, ConfigError, load_config
+from ..core.detect import Detector, Endpoint, Rejection, check_host, job_id_of
+from ..core.forward import ForwardSpec, parse_dynamic, parse_forward
+from ..engine.hostkeys import HostKeyStore
+from ..engine.passphrase import keyring_source
+from ..engine.tunnel import Tunnel, TunnelOptions, TunnelStatus
+from .instance import InstanceLock
+from .scan import scan_file
+from .store import EndpointRecord, State, Store, StoreError
+from .systemd import Notifier
+from .watch import LogUpdate, LogWatcher
+
+__all__ = ["Service", "forwards_of", "tunnel_options"]
+
+log = logging.getLogger(__name__)
+
+Key = tuple[str, str, int]
+Handler = Callable[[dict[str, Any]], Awaitable[Any]]
+
+# A wall clock that moved this much further than the monotonic clock means the machine
+# slept (CLOCK_MONOTONIC stops during suspend on Linux) or the time was set.
+CLOCK_JUMP = 5.0
+SAVE_DELAY = 0.2
+PUBLISH_DELAY = 0.1
+
+
+class CommandError(ControlError):
+    """A control command that cannot be done; the message goes back to the user."""
+
+
+def tunnel_options(config: Config) -> TunnelOptions:
+    """The engine's settings from the config file."""
+    return TunnelOptions(
+        identity_files=tuple(config.ssh.identity_files),
+        keepalive_interval=config.ssh.keepalive_interval,
+        keepalive_count_max=config.ssh.keepalive_count_max,
+        connect_timeout=config.ssh.connect_timeout,
+        ciphers=tuple(config.ssh.ciphers),
+        use_ssh_config=config.ssh.use_ssh_config,
+        bind_address=config.tunnels.bind_address,
+        hold_seconds=config.tunnels.hold_seconds,
+        port_range=(config.tunnels.port_range[0], config.tunnels.port_range[1]),
+        initial_delay=config.reconnect.initial_delay,
+        max_delay=config.reconnect.max_delay,
+        reset_after=config.reconnect.reset_after,
+        give_up_after=config.reconnect.give_up_after,
+    )
+
+
+def forwards_of(config: Config) -> list[ForwardSpec]:
+    """Every forward the config asks for, local then dynamic."""
+    return [parse_forward(s) for s in config.tunnels.forwards] + [
+        parse_dynamic(s) for s in config.tunnels.dynamic_forwards
+    ]
+
+
+@dataclass
+class _Clock:
+    wall: float
+    mono: float
+
+
+class Service:
+    """Owns the watcher, the tunnels, the state file, the scheduler and the control API."""
+
+    def __init__(self, config: Config, config_path: Path | None = None) -> None:
+        self.config = config
+        self.config_path = config_path
+        self.store = Store()
+        self.state = State()
+        self.host_keys = HostKeyStore(paths.known_hosts_file())
+        self.tunnels: dict[Key, Tunnel] = {}
+        self.detectors: dict[Path, Detector] = {}
+        self.lock = InstanceLock(paths.runtime_dir() / "daemon.pid")
+        self.notifier = Notifier()
+        self.started = time.time()
+        self.save_error: str | None = None
+        self._stopping = asyncio.Event()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._save_handle: asyncio.TimerHandle | None = None
+        self._publish_handle: asyncio.TimerHandle | None = None
+        self._watchdog_handle: asyncio.TimerHandle | None = None
+        self._clock = _Clock(time.time(), time.monotonic())
+        self.watcher = self._new_watcher()
+        self.control = ControlServer(self._handlers(), transport=config.daemon.control)
+        self.scheduler: AsyncIOScheduler | None = None
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Serve until SIGTERM/SIGINT or the ``stop`` command; then shut down cleanly."""
+        self.lock.acquire()
+        try:
+            await self._start()
+            await self._stopping.wait()
+        finally:
+            await self._shutdown()
+            self.lock.release()
+
+    def request_stop(self) -> None:
+        self._stopping.set()
+
+    async def _start(self) -> None:
+        try:
+            self.state = self.store.load()
+        except StoreError as exc:
+            # An unreadable file that could not be moved aside: run, but never save over it.
+            log.error("%s; running without saving state", exc)
+            self.store = _NullStore(str(exc))
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.request_stop)
+        loop.add_signal_handler(signal.SIGHUP, lambda: self._spawn(self.reload()))
+        await self.control.start()
+        for rec in self.state:
+            if rec.action == "active":
+                await self._open_tunnel(rec)
+        await self.watcher.start()
+        self._start_scheduler()
+        self._arm_watchdog()
+        summary = self._summary()
+        log.info("jobtunnel %s running (pid %d): %s", __version__, os.getpid(), summary)
+        self.notifier.ready(summary)
+
+    async def _shutdown(self) -> None:
+        log.info("stopping")
+        self.notifier.stopping()
+        if self.scheduler is not None:
+            self.scheduler.shutdown(wait=False)
+        if self._watchdog_handle is not None:
+            self._watchdog_handle.cancel()
+        await self.watcher.stop()
+        await asyncio.gather(*(t.stop() for t in self.tunnels.values()), return_exceptions=True)
+        self._remember_ports()
+        self._save_now()
+        await self.control.close()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self.notifier.close()
+        log.info("stopped")
+
+    def _spawn(self, coro: Awaitable[Any]) -> None:
+        async def guarded() -> None:
+            try:
+                await coro
+            except Exception:
+                log.exception("background task failed")
+
+        task = asyncio.create_task(guarded())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- detection -------------------------------------------------------------------
+
+    def _new_watcher(self) -> LogWatcher:
+        watch = self.config.watch
+        return LogWatcher(
+            [Path(f).expanduser() for f in watch.folders],
+            watch.patterns,
+            recursive=watch.recursive,
+            on_update=self._on_update,
+        )
+
+    def _detector(self, path: Path) -> Detector:
+        return Detector(
+            str(path),
+            username_pattern=self.config.detect.username_pattern,
+            allow_private_addresses=self.config.detect.allow_private_addresses,
+        )
+
+    def _on_update(self, update: LogUpdate) -> None:
+        """New bytes of a watched file (called on the loop; detection is fast)."""
+        if update.removed:
+            self.detectors.pop(update.path, None)
+            return
+        if update.restart or update.path not in self.detectors:
+            self.detectors[update.path] = self._detector(update.path)
+        detector = self.detectors[update.path]
+        for finding in detector.feed(update.data) + detector.flush():
+            if isinstance(finding, Rejection):
+                log.warning("%s", finding)
+            else:
+                self._spawn(self._on_endpoint(finding, explicit=False))
+
+    async def _on_endpoint(self, endpoint: Endpoint, *, explicit: bool) -> EndpointRecord:
+        known = self.state.get(endpoint.key)
+        done = self.state.add(endpoint) if explicit else self.state.upsert(endpoint)
+        rec = done.record
+        if done.stale:
+            return rec
+        if done.replaced is not None:
+            old = self.tunnels.pop(done.replaced.key, None)
+            if old is not None:
+                log.info("%s: replaced by %s (cluster restarted)", done.replaced.name, rec.name)
+                await old.end("cluster restarted at a new address")
+        if known is None:
+            log.info(
+                "new endpoint %s (job %s) from %s:%d",
+                rec.name,
+                rec.job_id,
+                endpoint.source,
+                endpoint.line,
+            )
+        if rec.action == "active" and rec.key not in self.tunnels:
+            await self._open_tunnel(rec)
+        elif rec.action != "active":
+            log.info("%s is %s; not connecting", rec.name, rec.action)
+        self._save_soon()
+        # Coalesced: a log naming 1000 endpoints must not publish 1000 full snapshots.
+        self._publish_soon()
+        return rec
+
+    # -- tunnels ---------------------------------------------------------------------
+
+    async def _open_tunnel(self, rec: EndpointRecord) -> Tunnel:
+        existing = self.tunnels.get(rec.key)
+        if existing is not None:
+            await existing.start()
+            return existing
+        tunnel = Tunnel(
+            rec.user,
+            rec.host,
+            rec.port,
+            forwards_of(self.config),
+            tunnel_options(self.config),
+            assigned_ports=rec.ports,
+            host_keys=self.host_keys,
+            passphrase=keyring_source,  # opted-in (`jobtunnel keys remember`); else skipped
+            reserved_ports=lambda: self._ports_of_others(rec.key),
+        )
+        self.tunnels[rec.key] = tunnel
+        tunnel.subscribe(lambda status: self._on_status(rec.key, status))
+        await tunnel.start()
+        self._remember_ports(rec.key)
+        return tunnel
+
+    def _ports_of_others(self, key: Key) -> set[int]:
+        """Ports other endpoints (not forgotten) hold or will take back when they open."""
+        return {
+            port
+            for rec in self.state
+            if rec.key != key and rec.action != "forgotten"
+            for port in rec.ports.values()
+        }
+
+    def _on_status(self, key: Key, status: TunnelStatus) -> None:
+        if self._remember_ports(key):
+            self._save_soon()
+        self._publish_soon()
+
+    def _publish_soon(self) -> None:
+        """Coalesce bursts (many clients connecting at once) into one status event."""
+        if self._publish_handle is None:
+            loop = asyncio.get_running_loop()
+            self._publish_handle = loop.call_later(PUBLISH_DELAY, self._publish)
+
+    def _remember_ports(self, only: Key | None = None) -> bool:
+        """Copy every tunnel's (or ``only`` one's) bound ports into the state; True if
+        anything changed."""
+        changed = False
+        tunnels = self.tunnels.items() if only is None else [(only, self.tunnels.get(only))]
+        for key, tunnel in tunnels:
+            if tunnel is None:
+                continue
+            rec = self.state.get(key)
+            if rec is None:
+                continue
+            ports = {**rec.ports, **tunnel.assigned_ports()}
+            if ports != rec.ports:
+                rec.ports = ports
+                changed = True
+        return changed
+
+    async def _close_tunnel(self, key: Key, *, end: bool) -> None:
+        tunnel = self.tunnels.pop(key, None) if end else self.tunnels.get(key)
+        if tunnel is None:
+            return
+        self._remember_ports()
+        if end:
+            await tunnel.end("forgotten by the user")
+        else:
+            await tunnel.stop()
+
+    # -- state file ------------------------------------------------------------------
+
+    def _save_soon(self) -> None:
+        """Coalesce bursts (a bulk copy of logs) into one write."""
+        if self._save_handle is None:
+            loop = asyncio.get_running_loop()
+            self._save_handle = loop.call_later(SAVE_DELAY, self._save_now)
+
+    def _save_now(self) -> None:
+        if self._save_handle is not None:
+            self._save_handle.cancel()
+            self._save_handle = None
+        try:
+            self.store.save(self.state)
+        except StoreError as exc:
+            if self.save_error != str(exc):
+                log.error("%s; the previous state file is kept", exc)
+            self.save_error = str(exc)
+        else:
+            if self.save_error is not None:
+                log.info("state saved again to %s", self.store.path)
+            self.save_error = None
+
+    # -- periodic work ---------------------------------------------------------------
+
+    def _start_scheduler(self) -> None:
+        # A laptop that sleeps misses runs: run once late rather than drop them.
+        scheduler = AsyncIOScheduler(
+            job_defaults={"misfire_grace_time": None, "coalesce": True, "max_instances": 1}
+        )
+        daemon = self.config.daemon
+        scheduler.add_job(self._probe, "interval", seconds=daemon.probe_interval, id="probe")
+        scheduler.add_job(self._rescan, "interval", seconds=daemon.rescan_interval, id="rescan")
+        scheduler.add_job(
+            self._snapshot, "interval", seconds=daemon.snapshot_interval, id="snapshot"
+        )
+        scheduler.start()
+        self.scheduler = scheduler
+
+    async def _probe(self) -> None:
+        """Health of every tunnel; after a clock jump (sleep), retry everything now."""
+        wall, mono = time.time(), time.monotonic()
+        jumped = (wall - self._clock.wall) - (mono - self._clock.mono)
+        self._clock = _Clock(wall, mono)
+        if jumped > CLOCK_JUMP:
+            log.info("clock jumped %.0f s (resume from sleep?): probing every tunnel", jumped)
+            await asyncio.gather(*(t.probe() for t in self.tunnels.values()))
+        ended = [k for k, t in self.tunnels.items() if t.state.value == "ended"]
+        if ended:
+            self._publish()
+        self.notifier.status(self._summary())
+
+    async def _rescan(self) -> None:
+        action = self.watcher.check_health()
+        if action:
+            log.warning("watcher: %s", action)
+        await self.watcher.rescan()
+
+    async def _snapshot(self) -> None:
+        self._remember_ports()
+        self._save_now()
+
+    def _arm_watchdog(self) -> None:
+        # On the loop itself, not the scheduler: a hung loop must stop the pings.
+        interval = self.notifier.watchdog_interval
+        if interval is None:
+            return
+
+        def ping() -> None:
+            self.notifier.watchdog()
+            self._watchdog_handle = asyncio.get_running_loop().call_later(interval, ping)
+
+        ping()
+
+    # -- config reload ---------------------------------------------------------------
+
+    async def reload(self) -> None:
+        """SIGHUP: re-read the config; apply what changed, keep unaffected tunnels."""
+        try:
+            config, _ = load_config(self.config_path)
+        except ConfigError as exc:
+            log.error("config not reloaded, the old one stays in force:\n%s", exc)
+            return
+        old, self.config = self.config, config
+        if (config.watch, config.detect) != (old.watch, old.detect):
+            log.info("reload: watched folders or detection changed; restarting the watcher")
+            await self.watcher.stop()
+            self.detectors.clear()
+            self.watcher = self._new_watcher()
+            await self.watcher.start()
+        tunnel_settings = (config.ssh, config.tunnels, config.reconnect)
+        if tunnel_settings != (old.ssh, old.tunnels, old.reconnect):
+            log.info("reload: tunnel settings changed; reopening %d tunnels", len(self.tunnels))
+            self._remember_ports()
+            keys = list(self.tunnels)
+            for key in keys:
+                await self.tunnels.pop(key).end("settings changed")
+            for key in keys:
+                rec = self.state.get(key)
+                if rec is not None and rec.action == "active":
+                    await self._open_tunnel(rec)
+        if config.daemon != old.daemon:
+            log.info("reload: [daemon] changes apply at the next restart")
+        self._save_soon()
+        self._publish()
+        log.info("config reloaded from %s", self.config_path or paths.config_file())
+
+    # -- status ----------------------------------------------------------------------
+
+    def _summary(self) -> str:
+        states = [t.state.value for t in self.tunnels.values()]
+        up = states.count("up")
+        waiting = sum(s in ("connecting", "reconnecting", "pending") for s in states)
+        return f"{up} tunnels up, {waiting} connecting, {len(self.state)} endpoints known"
+
+    def _publish(self) -> None:
+        if self._publish_handle is not None:
+            self._publish_handle.cancel()
+            self._publish_handle = None
+        self.control.publish("status", self.status())
+
+    def status(self) -> dict[str, Any]:
+        """The ``status`` reply: the daemon, then every endpoint not forgotten."""
+        endpoints = [self._endpoint_status(rec) for rec in self.state if rec.action != "forgotten"]
+        return {
+            "daemon": {
+                "pid": os.getpid(),
+                "version": __version__,
+                "started": self.started,
+                "config": str(self.config_path or paths.config_file()),
+                "state_file": str(self.store.path),
+                "save_error": self.save_error,
+                "watch": {
+                    "folders": [str(Path(f).expanduser()) for f in self.config.watch.folders],
+                    "mode": self.watcher.mode,
+                },
+                "summary": self._summary(),
+            },
+            "endpoints": endpoints,
+        }
+
+    def _endpoint_status(self, rec: EndpointRecord) -> dict[str, Any]:
+        tunnel = self.tunnels.get(rec.key)
+        status = tunnel.status() if tunnel is not None else None
+        forwards = []
+        for spec in forwards_of(self.config):
+            fs = next((f for f in status.forwards if f.spec == spec.spec), None) if status else None
+            forwards.append(
+                {
+                    "spec": spec.spec,
+                    "dynamic": spec.dynamic,
+                    "bind_address": fs.bind_address
+                    if fs
+                    else (spec.bind_address or self.config.tunnels.bind_address),
+                    "local_port": fs.local_port if fs else rec.ports.get(spec.spec),
+                    "remote_host": spec.remote_host or None,
+                    "remote_port": spec.remote_port or None,
+                    "state": _forward_state(status, fs),
+                    "clients": fs.clients if fs else 0,
+                    "error": fs.error if fs else None,
+                }
+            )
+        return {
+            "name": rec.name,
+            "user": rec.user,
+            "host": rec.host,
+            "port": rec.port,
+            "job_id": rec.job_id,
+            "action": rec.action,
+            # A paused endpoint's tunnel is merely stopped; "paused" says why.
+            "state": "paused"
+            if rec.action == "paused"
+            else (status.state if status else "stopped"),
+            "since": status.since if status else rec.last_seen,
+            "last_error": status.last_error if status else None,
+            "last_error_kind": status.last_error_kind if status else None,
+            "reconnects": status.reconnects if status else 0,
+            "bytes_sent": status.bytes_sent if status else 0,
+            "bytes_received": status.bytes_received if status else 0,
+            "host_key": status.host_key if status else None,
+            "source": rec.source,
+            "line": rec.line,
+            "notebook_url": rec.notebook_url,
+            "forwards": forwards,
+        }
+
+    # -- control API -----------------------------------------------------------------
+
+    def _handlers(self) -> dict[str, Handler]:
+        return {
+            "status": self._cmd_status,
+            # The reply to a subscription is the snapshot the events then update.
+            "subscribe": self._cmd_status,
+            "list": self._cmd_list,
+            "add": self._cmd_add,
+            "connect": self._cmd_connect,
+            "disconnect": self._cmd_disconnect,
+            "reconnect": self._cmd_reconnect,
+            "forget": self._cmd_forget,
+            "trust": self._cmd_trust,
+            "pause": self._cmd_pause,
+            "resume": self._cmd_resume,
+            "stop": self._cmd_stop,
+        }
+
+    def _resolve(self, args: dict[str, Any]) -> EndpointRecord:
+        name = args.get("name")
+        if not isinstance(name, str):
+            raise CommandError("name an endpoint: a job id or user@host:port")
+        try:
+            return self.state.resolve(name)
+        except LookupError as exc:
+            raise CommandError(str(exc)) from None
+
+    async def _cmd_status(self, args: dict[str, Any]) -> Any:
+        return self.status()
+
+    async def _cmd_list(self, args: dict[str, Any]) -> Any:
+        return [rec.to_dict() for rec in self.state]
+
+    async def _cmd_add(self, args: dict[str, Any]) -> Any:
+        target = args.get("target")
+        if not isinstance(target, str) or not target.strip():
+            raise CommandError("add what? a job log file or USER@HOST[:PORT]")
+        endpoints = await self._endpoints_from(target.strip())
+        added = [await self._on_endpoint(ep, explicit=True) for ep in endpoints]
+        return [rec.name for rec in added]
+
+    async def _endpoints_from(self, target: str) -> list[Endpoint]:
+        path = Path(target).expanduser()
+        if "@" in target and not path.exists():
+            return [self._parse_user_host(target)]
+        if not path.is_file():
+            raise CommandError(f"{target}: no such file (and not USER@HOST[:PORT])")
+
+        rejected: list[Rejection] = []
+        try:
+            endpoints = await asyncio.to_thread(
+                scan_file, path.resolve(), self.config.detect, rejected.append
+            )
+        except OSError as exc:
+            raise CommandError(f"{target}: cannot read: {exc.strerror or exc}") from None
+        if not endpoints:
+            reasons = "; ".join(str(r) for r in rejected[:3])
+            raise CommandError(
+                f"{target}: no cluster endpoint found" + (f" ({reasons})" if reasons else "")
+            )
+        return endpoints
+
+    def _parse_user_host(self, target: str) -> Endpoint:
+        user, _, rest = target.partition("@")
+        if not user or not rest:
+            raise CommandError(f"{target!r}: expected USER@HOST[:PORT]")
+        port = 22
+        host = rest
+        if rest.startswith("["):
+            host, _, tail = rest[1:].partition("]")
+            if tail.startswith(":"):
+                port = _port_arg(tail[1:], target)
+        elif rest.count(":") == 1:
+            host, _, port_text = rest.partition(":")
+            port = _port_arg(port_text, target)
+        host, reason = check_host(host, self.config.detect.allow_private_addresses)
+        if reason is not None:
+            raise CommandError(f"{target}: {reason}")
+        return Endpoint(user, host, port, job_id_of(user), "added by the user", 0)
+
+    async def _cmd_connect(self, args: dict[str, Any]) -> Any:
+        rec = self._resolve(args)
+        rec.action = "active"
+        await self._open_tunnel(rec)
+        self._save_soon()
+        return rec.name
+
+    async def _cmd_disconnect(self, args: dict[str, Any]) -> Any:
+        rec = self._resolve(args)
+        await self._close_tunnel(rec.key, end=False)
+        self._publish()
+        return rec.name
+
+    async def _cmd_reconnect(self, args: dict[str, Any]) -> Any:
+        if args.get("name") is None:
+            for each in self.tunnels.values():
+                each.reconnect_now()
+            return [t.name for t in self.tunnels.values()]
+        tunnel = self._open_tunnel_of(args)
+        tunnel.reconnect_now()
+        return tunnel.name
+
+    async def _cmd_trust(self, args: dict[str, Any]) -> Any:
+        tunnel = self._open_tunnel_of(args)
+        tunnel.accept_new_host_key()
+        return tunnel.name
+
+    def _open_tunnel_of(self, args: dict[str, Any]) -> Tunnel:
+        """The running tunnel of the endpoint named in ``args``."""
+        rec = self._resolve(args)
+        tunnel = self.tunnels.get(rec.key)
+        if tunnel is None:
+            raise CommandError(f"{rec.name} is {rec.action}; `jobtunnel connect` it first")
+        return tunnel
+
+    async def _cmd_forget(self, args: dict[str, Any]) -> Any:
+        rec = self._resolve(args)
+        rec.action = "forgotten"
+        await self._close_tunnel(rec.key, end=True)
+        self._save_soon()
+        self._publish()
+        return rec.name
+
+    async def _set_action_all_or_one(self, args: dict[str, Any], action: str) -> list[str]:
+        records = (
+            [self._resolve(args)]
+            if args.get("name") is not None
+            else [r for r in self.state if r.action != "forgotten"]
+        )
+        for rec in records:
+            if action == "paused":
+                rec.action = "paused"
+                await self._close_tunnel(rec.key, end=False)
+            else:
+                rec.action = "active"
+                await self._open_tunnel(rec)
+        self._save_soon()
+        self._publish()
+        return [rec.name for rec in records]
+
+    async def _cmd_pause(self, args: dict[str, Any]) -> Any:
+        return await self._set_action_all_or_one(args, "paused")
+
+    async def _cmd_resume(self, args: dict[str, Any]) -> Any:
+        return await self._set_action_all_or_one(args, "active")
+
+    async def _cmd_stop(self, args: dict[str, Any]) -> Any:
+        # Reply first; the shutdown follows on the next loop turn.
+        asyncio.get_running_loop().call_soon(self.request_stop)
+        return "stopping"
+
+
+def _port_arg(text: str, whole: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 65535:
+        raise CommandError(f"{whole!r}: {text!r} is not a port number (1-65535)")
+    return int(text)
+
+
+def _forward_state(status: TunnelStatus | None, fs: Any) -> str:
+    if status is None or fs is None:
+        return "closed"
+    if fs.local_port is None:
+        return "error" if fs.error else "closed"
+    return "up" if status.state == "up" else "held"
+
+
+class _NullStore(Store):
+    """Stands in when the state file must not be overwritten."""
+
+    def __init__(self, why: str) -> None:
+        super().__init__()
+        self.why = why
+
+    def save(self, state: State) -> None:
+        raise StoreError(f"not saving: {self.why}")

@@ -1,0 +1,1 @@
+"""Setup tools: jobtunnel's key, PuTTY keys, first run, doctor, login services."""

@@ -1,0 +1,280 @@
+"""``jobtunnel doctor``: every check that stands between the user and a working tunnel.
+
+Each check returns :class:`Check` records (one line each, with the fix); the CLI prints
+them. A check never changes anything and makes no network call beyond the local control
+socket and local bind tests.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import importlib.util
+import os
+import shlex
+import socket
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from .. import paths
+from ..config import Config, ConfigError, load_config
+from ..core.forward import parse_dynamic, parse_forward
+from . import keys
+
+__all__ = [
+    "Check",
+    "check_config",
+    "check_daemon",
+    "check_folders",
+    "check_keys",
+    "check_ports",
+    "check_public_key",
+    "check_service",
+    "check_tray",
+    "run_checks",
+    "service_file",
+    "usable_keys",
+]
+
+Status = Literal["ok", "info", "fail"]
+
+
+@dataclass(frozen=True)
+class Check:
+    """One line of the report; ``fail`` means the user has something to do (``fix``)."""
+
+    name: str
+    status: Status
+    detail: str
+    fix: str = ""
+
+    def __str__(self) -> str:
+        mark = {"ok": "ok  ", "info": "info", "fail": "FAIL"}[self.status]
+        fix = f"  -> {self.fix}" if self.fix else ""
+        return f"[{mark}] {self.name}: {self.detail}{fix}"
+
+
+def usable_keys(config: Config) -> list[Path]:
+    """The private keys the tunnel engine would offer that exist (config list, else own
+    keys, else ~/.ssh defaults), without ~/.ssh/config per-host entries."""
+    from ..engine.auth import default_identity_files
+
+    if config.ssh.identity_files:
+        return [p for p in (Path(f).expanduser() for f in config.ssh.identity_files) if p.exists()]
+    return [p for p in default_identity_files() if p.exists()]
+
+
+def check_keys(config: Config) -> list[Check]:
+    """A key exists, and every key that would be offered is private (0600)."""
+    found = usable_keys(config)
+    agent = os.environ.get("SSH_AUTH_SOCK")
+    if not found:
+        if agent:
+            return [Check("key", "info", f"no key file; only the ssh-agent at {agent}")]
+        return [Check("key", "fail", "no private key found", "jobtunnel keys generate (or init)")]
+    out = []
+    for path in found:
+        problem = keys.permission_problem(path)
+        if problem:
+            out.append(
+                Check(
+                    "key",
+                    "fail",
+                    f"{path} is readable by others: refused",
+                    f"chmod 600 {shlex.quote(str(path))}",
+                )
+            )
+        else:
+            out.append(Check("key", "ok", f"{path} (private)"))
+    return out
+
+
+def check_public_key(config: Config) -> Check:
+    """The public key to paste into Rescale, with its fingerprint."""
+    found = usable_keys(config)
+    if not found:
+        return Check("public key", "fail", "no key to show", "jobtunnel keys generate")
+    try:
+        own = keys.public_key(found[0])
+    except keys.KeyFileError as exc:
+        quoted = shlex.quote(str(found[0]))
+        return Check("public key", "fail", str(exc), f"ssh-keygen -y -f {quoted} > {quoted}.pub")
+    return Check(
+        "public key",
+        "info",
+        f"{own.fingerprint} {own.line}",
+        "paste into Rescale: Account -> Job Settings -> SSH Public Key",
+    )
+
+
+def check_config(path: Path | None) -> tuple[Check, Config]:
+    """The config file parses and validates; the config the other checks should use."""
+    try:
+        config, file = load_config(path)
+    except ConfigError as exc:
+        first = str(exc).splitlines()[0] if str(exc) else "invalid"
+        return Check("config", "fail", first, "fix the file; `jobtunnel config check`"), Config()
+    if not file.exists():
+        return Check(
+            "config", "info", f"{file} not present: defaults apply", "jobtunnel init"
+        ), config
+    return Check("config", "ok", f"{file} is valid"), config
+
+
+def check_folders(config: Config) -> list[Check]:
+    out = []
+    for folder in config.watch.folders:
+        path = Path(folder).expanduser()
+        if path.is_dir():
+            out.append(Check("watched folder", "ok", str(path)))
+        else:
+            fix = f"jobtunnel init (or mkdir -p {shlex.quote(str(path))})"
+            out.append(Check("watched folder", "fail", f"{path} does not exist", fix))
+    return out
+
+
+def check_daemon(
+    config: Config, call: Callable[..., Any] | None = None
+) -> tuple[Check, dict[str, Any] | None]:
+    """Whether the daemon answers on its control API; its status when it does."""
+    from ..api.control import ControlError, DaemonNotRunning, call_sync
+
+    call = call or call_sync
+    try:
+        status = call("status", transport=config.daemon.control, timeout=5.0)
+    except DaemonNotRunning:
+        unit = service_file()
+        installed = unit.exists() and sys.platform.startswith("linux")
+        fix = (
+            "systemctl --user start jobtunnel"
+            if installed
+            else "jobtunnel run (or install the login service)"
+        )
+        return Check("daemon", "fail", "not running", fix), None
+    except (ControlError, OSError, TimeoutError) as exc:
+        return Check(
+            "daemon", "fail", f"not answering: {exc}", "jobtunnel stop; jobtunnel run"
+        ), None
+    pid = status.get("daemon", {}).get("pid", "?") if isinstance(status, dict) else "?"
+    return Check("daemon", "ok", f"running (pid {pid})"), status if isinstance(
+        status, dict
+    ) else None
+
+
+def service_file(platform: str = sys.platform) -> Path:
+    """Where `jobtunnel service install` puts the daemon's login service definition."""
+    if platform == "darwin":
+        return Path("~/Library/LaunchAgents/com.jobtunnel.daemon.plist").expanduser()
+    if platform == "win32":
+        # The logon task's definition, as `jobtunnel service install` keeps it.
+        return paths.data_dir() / "service" / "jobtunnel.xml"
+    config_home = os.environ.get("XDG_CONFIG_HOME") or str(Path("~/.config").expanduser())
+    return Path(config_home) / "systemd" / "user" / "jobtunnel.service"
+
+
+def check_service(platform: str = sys.platform) -> Check:
+    path = service_file(platform)
+    if path.exists():
+        return Check("login service", "ok", f"installed ({path})")
+    return Check(
+        "login service", "fail", f"not installed ({path} missing)", "jobtunnel service install"
+    )
+
+
+def check_tray() -> Check:
+    """Which tray backend the tray would use, and why (informational)."""
+    with contextlib.suppress(ImportError, AttributeError):
+        backend = importlib.import_module("jobtunnel.tray.backend")
+        name, menu, why = backend.describe()
+        status: Status = "info"
+        return Check("tray", status, f"{name}{'' if menu else ' (no menu)'}: {why}")
+    forced = os.environ.get("PYSTRAY_BACKEND")
+    if forced:
+        return Check("tray", "info", f"{forced}: forced by PYSTRAY_BACKEND")
+    if sys.platform in ("win32", "darwin"):
+        return Check("tray", "info", f"{sys.platform}: the native tray")
+    if not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        return Check("tray", "info", "none: no display (DISPLAY / WAYLAND_DISPLAY unset)")
+    if importlib.util.find_spec("gi") is None:
+        return Check(
+            "tray",
+            "info",
+            "xorg: icon only, no menu (PyGObject not importable)",
+            "pip install 'pygobject<3.51'",
+        )
+    return Check("tray", "info", "appindicator: PyGObject importable (gtk as fallback)")
+
+
+def _bind_free(host: str, port: int) -> str | None:
+    """None when ``host:port`` can be bound now, else why not."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except OSError as exc:
+        return f"cannot resolve {host}: {exc}"
+    family, kind, proto, _, addr = infos[0]
+    with socket.socket(family, kind, proto) as sock:
+        if os.name == "posix":
+            # As a listener would: a port left in TIME_WAIT is free for reuse.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(addr)
+        except OSError as exc:
+            return exc.strerror or str(exc)
+    return None
+
+
+def _daemon_ports(status: dict[str, Any] | None) -> set[int]:
+    if not status:
+        return set()
+    return {
+        int(f["local_port"])
+        for ep in status.get("endpoints", [])
+        for f in ep.get("forwards", [])
+        if f.get("local_port")
+    }
+
+
+def check_ports(config: Config, daemon_status: dict[str, Any] | None = None) -> list[Check]:
+    """Each configured local port is free, or held by the running daemon itself."""
+    specs = [parse_forward(s) for s in config.tunnels.forwards]
+    specs += [parse_dynamic(s) for s in config.tunnels.dynamic_forwards]
+    ours = _daemon_ports(daemon_status)
+    out = []
+    for spec in specs:
+        if not spec.local_port:
+            continue
+        host = spec.bind_address or config.tunnels.bind_address
+        where = f"{host}:{spec.local_port}"
+        if spec.local_port in ours:
+            out.append(Check("local port", "ok", f"{where} in use by the jobtunnel daemon"))
+            continue
+        why = _bind_free(host, spec.local_port)
+        if why is None:
+            out.append(Check("local port", "ok", f"{where} free"))
+        else:
+            out.append(
+                Check(
+                    "local port",
+                    "fail",
+                    f"{where} not available ({why}); tunnels would use the next free port",
+                    f"see who holds it: ss -ltnp 'sport = :{spec.local_port}'; "
+                    "or change tunnels.forwards",
+                )
+            )
+    return out
+
+
+def run_checks(
+    config_path: Path | None = None, call: Callable[..., Any] | None = None
+) -> list[Check]:
+    """Every check, in the order a user would fix them."""
+    config_check, config = check_config(config_path)
+    results = [*check_keys(config), check_public_key(config), config_check]
+    results += check_folders(config)
+    daemon_check, status = check_daemon(config, call)
+    results += [daemon_check, check_service(), check_tray()]
+    results += check_ports(config, status)
+    return results

@@ -1,0 +1,235 @@
+"""End to end: `jobtunnel run` as a real process, a real sshd, a real folder of logs."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from tests.helpers.daemonproc import (
+    TIMEOUT,
+    Daemon,
+    Env,
+    chrome_download,
+    endpoint_up,
+    get,
+    refused,
+    wait_for,
+)
+from tests.helpers.services import HTTP_BODY
+from tests.helpers.sshd import free_port
+
+
+@pytest.mark.timeout(180)
+def test_chrome_download_to_tunnel_then_kill9_restart_then_forget(
+    env: Env, daemons: Callable[[], Daemon]
+) -> None:
+    daemon = daemons()
+    assert (env.logs).is_dir()  # created on first run
+    started = time.monotonic()
+    chrome_download(env.logs, "job_logs.tsv", "11/24/2026 9:06:10 AM\tINFO\t1\t" + env.log_line())
+    ep = wait_for(lambda: endpoint_up(env), "the tunnel to come up")
+    latency = time.monotonic() - started
+    [fwd] = ep["forwards"]
+    port = fwd["local_port"]
+    assert fwd["bind_address"] == "127.0.0.1"
+    assert fwd["remote_port"] == env.http_port
+    assert ep["job_id"] is None and ep["user"] == env.sshd.user
+    assert ep["last_error"] is None
+    assert get(port) == HTTP_BODY
+    print(f"log in folder -> tunnel up: {latency * 1000:.0f} ms (status polled every 50 ms)")
+
+    assert daemon.kill(signal.SIGKILL) == -signal.SIGKILL
+    daemon = daemons()
+    again = wait_for(lambda: endpoint_up(env), "the tunnel after kill -9")
+    assert again["forwards"][0]["local_port"] == port
+    assert get(port) == HTTP_BODY
+
+    name = f"{env.sshd.user}@127.0.0.1:{env.sshd.port}"
+    result = env.cli("forget", name)
+    assert result.returncode == 0, result.stderr
+    wait_for(lambda: refused(port), "the forgotten port to close")
+    assert env.status()["endpoints"] == []
+    assert daemon.kill(signal.SIGTERM) == 0
+    daemons()
+    time.sleep(1.0)  # the log is re-read at start: it must not bring the endpoint back
+    assert env.status()["endpoints"] == []
+    assert refused(port)
+    listed = json.loads(env.cli("list", "--json").stdout)
+    assert [r["action"] for r in listed] == ["forgotten"]
+    assert env.cli("add", name).returncode == 0
+    wait_for(lambda: endpoint_up(env), "the re-added endpoint")
+
+
+@pytest.mark.timeout(120)
+def test_firefox_download_and_bulk_copy(env: Env, daemons: Callable[[], Daemon]) -> None:
+    daemons()
+    env.logs.mkdir(exist_ok=True)
+    final = env.logs / "job.log"
+    final.write_bytes(b"")  # Firefox's placeholder under the final name
+    part = env.logs / "job.log.part"
+    part.write_text("Starting Cluster\n" + env.log_line())
+    part.rename(final)
+    wait_for(lambda: endpoint_up(env), "the tunnel from a Firefox download")
+
+    # 100 logs at once: one names an endpoint on a closed port; all must be read.
+    closed = free_port()
+    for i in range(100):
+        text = env.log_line(closed) if i == 73 else f"noise {i}\n"
+        (env.logs / f"bulk-{i:03d}.log").write_text(text)
+    found = wait_for(
+        lambda: [e for e in env.status()["endpoints"] if e["port"] == closed],
+        "the endpoint in the 74th of 100 copied files",
+    )
+    assert found[0]["source"].endswith("bulk-073.log")
+    # Refused connections show as a retrying tunnel with the words a user can act on.
+    retrying = wait_for(
+        lambda: [e for e in env.status()["endpoints"] if e["port"] == closed and e["last_error"]],
+        "the refused endpoint's error",
+    )
+    assert retrying[0]["state"] in ("reconnecting", "connecting")
+    assert "refused" in retrying[0]["last_error"].lower()
+
+    # A log outside the watched folders, added by hand.
+    elsewhere = env.home / "Downloads" / "other job.txt"
+    elsewhere.parent.mkdir()
+    other = free_port()
+    elsewhere.write_text("x\n" + env.log_line(other))
+    added = env.cli("add", str(elsewhere))
+    assert added.returncode == 0, added.stderr
+    assert f"127.0.0.1:{other}" in added.stdout
+    assert any(e["port"] == other for e in env.status()["endpoints"])
+    empty = env.home / "Downloads" / "empty.log"
+    empty.write_text("nothing here\n")
+    refused_add = env.cli("add", str(empty))
+    assert refused_add.returncode == 1
+    assert "no cluster endpoint found" in refused_add.stderr
+
+
+@pytest.mark.timeout(120)
+def test_corrupt_state_second_daemon_and_clean_stop(
+    env: Env, daemons: Callable[[], Daemon]
+) -> None:
+    state = env.home / ".local" / "state" / "jobtunnel" / "state.json"
+    state.parent.mkdir(parents=True)
+    state.write_text('{"version": 1, "endpoints": [{"user": ')
+    daemon = daemons()
+    assert env.status()["endpoints"] == []
+    aside = list(state.parent.glob("state.json.corrupt-*"))
+    assert len(aside) == 1 and aside[0].read_text().startswith('{"version": 1')
+    assert "unreadable" in daemon.text()
+
+    second = env.cli("run", timeout=30)
+    assert second.returncode == 1
+    assert f"already running (pid {daemon.proc.pid}" in second.stderr
+
+    started = time.monotonic()
+    assert daemon.kill(signal.SIGTERM) == 0
+    assert time.monotonic() - started < 5
+    stopped = env.cli("status")
+    assert stopped.returncode == 1
+    assert "not running" in stopped.stderr
+
+
+@pytest.mark.timeout(120)
+def test_sighup_applies_a_changed_forwards_list(env: Env, daemons: Callable[[], Daemon]) -> None:
+    daemon = daemons()
+    chrome_download(env.logs, "job.log", env.log_line())
+    ep = wait_for(lambda: endpoint_up(env), "the tunnel")
+    first = ep["forwards"][0]
+    second_port = free_port()
+    env.config.write_text(
+        env.config_text([first["spec"], f"{second_port}:127.0.0.1:{env.http_port}"])
+    )
+    daemon.proc.send_signal(signal.SIGHUP)
+
+    def both_forwards() -> dict[str, Any] | None:
+        ep = endpoint_up(env)
+        return ep if ep and len(ep["forwards"]) == 2 else None
+
+    ep = wait_for(both_forwards, "two forwards after SIGHUP")
+    assert [f["local_port"] for f in ep["forwards"]] == [first["local_port"], second_port]
+    assert get(second_port) == HTTP_BODY
+    assert get(first["local_port"]) == HTTP_BODY
+
+    # A broken config on SIGHUP: logged, the running one stays in force.
+    env.config.write_text("[tunnels]\nforwards = 'oops'\n")
+    daemon.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: "config not reloaded" in daemon.text(), "the reload error in the log")
+    assert endpoint_up(env) is not None
+
+
+@pytest.mark.timeout(120)
+def test_systemd_notify_tcp_control_and_log_file(env: Env, daemons: Callable[[], Daemon]) -> None:
+    """Under systemd: READY, STATUS and WATCHDOG datagrams; the Windows-style transport."""
+    notify_path = env.home / "notify.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as notify:
+        notify.bind(str(notify_path))
+        notify.settimeout(TIMEOUT)
+        env.vars.update(NOTIFY_SOCKET=str(notify_path), WATCHDOG_USEC="400000")
+        env.config.write_text(env.config.read_text() + 'control = "tcp"\n')
+        daemon = daemons()
+        messages: list[str] = []
+        while not ("WATCHDOG=1" in messages and any("READY=1" in m for m in messages)):
+            messages.append(notify.recv(4096).decode())
+            assert len(messages) < 100, messages
+        ready = next(m for m in messages if "READY=1" in m)
+        assert "STATUS=" in ready and "endpoints known" in ready
+    token_file = env.home / "run" / "jobtunnel" / "control.json"
+    assert token_file.stat().st_mode & 0o777 == 0o600
+    assert not (env.home / "run" / "jobtunnel" / "control.sock").exists()
+    assert env.status()["daemon"]["pid"] == daemon.proc.pid
+    log_file = env.home / ".local" / "state" / "jobtunnel" / "log" / "jobtunnel.log"
+    assert "running (pid" in log_file.read_text()
+    assert daemon.kill(signal.SIGTERM) == 0
+
+
+@pytest.mark.timeout(120)
+def test_a_changed_host_key_is_refused_until_the_user_trusts_it(
+    env: Env, daemons: Callable[[], Daemon]
+) -> None:
+    daemons()
+    chrome_download(env.logs, "job.log", env.log_line())
+    wait_for(lambda: endpoint_up(env), "the tunnel")
+    env.sshd.stop()
+    env.sshd.new_host_key()
+    env.sshd.start()
+    name = f"{env.sshd.user}@127.0.0.1:{env.sshd.port}"
+
+    def refused_key() -> dict[str, Any] | None:
+        eps = [e for e in env.status()["endpoints"] if e["last_error_kind"] == "host_key_changed"]
+        return eps[0] if eps else None
+
+    ep = wait_for(refused_key, "the changed host key to be refused")
+    assert ep["state"] == "failed"
+    assert "jobtunnel trust" in ep["last_error"] and ep["last_error"].count("SHA256:") == 2
+    time.sleep(1.5)  # never retried silently
+    assert endpoint_up(env) is None
+    trusted = env.cli("trust", name)
+    assert trusted.returncode == 0, trusted.stderr
+    wait_for(lambda: endpoint_up(env), "the tunnel with the trusted new key")
+
+
+@pytest.mark.timeout(120)
+def test_pause_all_closes_ports_across_a_restart_and_resume_reopens_them(
+    env: Env, daemons: Callable[[], Daemon]
+) -> None:
+    daemon = daemons()
+    chrome_download(env.logs, "job.log", env.log_line())
+    port = wait_for(lambda: endpoint_up(env), "the tunnel")["forwards"][0]["local_port"]
+    assert env.cli("pause").returncode == 0
+    wait_for(lambda: refused(port), "the paused port to close")
+    assert [e["state"] for e in env.status()["endpoints"]] == ["paused"]
+    assert daemon.kill(signal.SIGTERM) == 0
+    daemons()
+    assert [e["state"] for e in env.status()["endpoints"]] == ["paused"]
+    assert refused(port)
+    assert env.cli("resume").returncode == 0
+    ep = wait_for(lambda: endpoint_up(env), "the resumed tunnel")
+    assert ep["forwards"][0]["local_port"] == port
+    assert get(port) == HTTP_BODY

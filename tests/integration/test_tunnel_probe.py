@@ -1,0 +1,96 @@
+"""Probing a link on demand (after a sleep) and per-forward client counts."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from tests.helpers.asyncrun import run
+from tests.helpers.services import echo_server, roundtrip
+from tests.helpers.sshd import SshServer
+from tests.helpers.tunnels import fast_options, is_up, local_port, make_tunnel
+
+
+@pytest.mark.timeout(90)
+def test_probe_answers_on_a_live_link_and_drops_a_frozen_one(
+    sshd: SshServer, tmp_path: Path
+) -> None:
+    with echo_server() as echo:
+
+        async def main() -> None:
+            # Keepalives far apart: only the probe can notice the freeze quickly.
+            opts = fast_options(sshd, keepalive_interval=60.0, connect_timeout=2.0)
+            t = make_tunnel(sshd, [f"0:127.0.0.1:{echo}"], tmp_path, options=opts)
+            await t.start()
+            try:
+                await t.wait_for(is_up, 15)
+                assert await t.probe(timeout=15.0) is True
+                before = t.status().reconnects
+                assert sshd.freeze_sessions()
+                assert await t.probe(timeout=1.0) is False
+                # Only the old session is frozen: a new one comes up at once.
+                await t.wait_for(lambda st: st.reconnects > before and is_up(st), 15)
+                assert await t.probe(timeout=15.0) is True
+            finally:
+                sshd.thaw_sessions()
+                await t.end()
+
+        run(main())
+
+
+@pytest.mark.timeout(60)
+def test_reconnect_now_replaces_an_up_link_on_the_same_port(
+    sshd: SshServer, tmp_path: Path
+) -> None:
+    with echo_server() as echo:
+
+        async def main() -> None:
+            t = make_tunnel(sshd, [f"0:127.0.0.1:{echo}"], tmp_path, options=fast_options(sshd))
+            await t.start()
+            try:
+                await t.wait_for(is_up, 15)
+                port = local_port(t)
+                first = t.connection
+                t.reconnect_now()
+                st = await t.wait_for(lambda st: st.reconnects == 1 and is_up(st), 15)
+                assert t.connection is not first
+                assert st.last_error is None
+                assert local_port(t) == port
+                assert await roundtrip(port, b"fresh") == b"fresh"
+            finally:
+                await t.end()
+
+        run(main())
+
+
+@pytest.mark.timeout(60)
+def test_forward_status_counts_its_clients(sshd: SshServer, tmp_path: Path) -> None:
+    with echo_server() as echo:
+
+        async def main() -> None:
+            t = make_tunnel(
+                sshd,
+                [f"0:127.0.0.1:{echo}", f"0:127.0.0.1:{echo}"],
+                tmp_path,
+                options=fast_options(sshd),
+            )
+            await t.start()
+            try:
+                await t.wait_for(is_up, 15)
+                writers = []
+                for _ in range(2):
+                    reader, writer = await asyncio.open_connection("127.0.0.1", local_port(t, 1))
+                    writer.write(b"x")
+                    assert await reader.readexactly(1) == b"x"
+                    writers.append(writer)
+                st = t.status()
+                assert [f.clients for f in st.forwards] == [0, 2]
+                for writer in writers:
+                    writer.close()
+                await t.wait_for(lambda st: st.forwards[1].clients == 0, 10)
+            finally:
+                await t.end()
+
+        run(main())

@@ -1,0 +1,1 @@
+"""Pure logic and single modules: no sshd, no daemon process."""

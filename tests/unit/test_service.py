@@ -1,0 +1,75 @@
+"""Service logic that needs no network: the clock-jump probe and config -> engine mapping."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pytest
+from jobtunnel.daemon.config import Config, load_config
+from jobtunnel.daemon.core.policy import State
+from jobtunnel.daemon.process.service import Service, _Clock, forwards_of, tunnel_options
+
+
+class FakeTunnel:
+    def __init__(self, state: State) -> None:
+        self.state = state
+        self.reconnects = 0
+
+    async def probe(self) -> bool:
+        self.reconnects += 1
+        return self.state is State.UP
+
+
+def test_config_maps_onto_the_engine(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text(
+        "[ssh]\nkeepalive_interval = 2\nciphers = ['aes256-ctr']\n"
+        "[tunnels]\nforwards = ['8888', '127.0.0.2:6006:node:6006']\n"
+        "dynamic_forwards = ['1080']\nport_range = [20000, 20100]\n"
+        "[reconnect]\nmax_delay = 7\n"
+    )
+    config, _ = load_config(path)
+    options = tunnel_options(config)
+    assert options.keepalive_interval == 2
+    assert options.ciphers == ("aes256-ctr",)
+    assert options.port_range == (20000, 20100)
+    assert options.max_delay == 7
+    assert options.bind_address == "127.0.0.1"
+    assert [(f.spec, f.dynamic) for f in forwards_of(config)] == [
+        ("8888", False),
+        ("127.0.0.2:6006:node:6006", False),
+        ("1080", True),
+    ]
+    # Every default is a valid engine setting.
+    tunnel_options(Config())
+
+
+@pytest.mark.parametrize(("jump", "expected"), [(0.0, 0), (120.0, 1)])
+def test_a_clock_jump_probes_every_tunnel_at_once(
+    isolated_home: Path, jump: float, expected: int
+) -> None:
+    async def body() -> list[int]:
+        service = Service(Config())
+        tunnels = {
+            ("u", "h", 22): FakeTunnel(State.UP),
+            ("v", "h", 22): FakeTunnel(State.RECONNECTING),
+        }
+        service.tunnels = tunnels  # type: ignore[assignment]
+        # As if the laptop slept: the wall clock moved on, the monotonic one did not.
+        service._clock = _Clock(service._clock.wall - jump, service._clock.mono)
+        await service._probe()
+        return [t.reconnects for t in tunnels.values()]
+
+    assert asyncio.run(body()) == [expected, expected]
+
+
+def test_status_shape_without_tunnels(isolated_home: Path) -> None:
+    async def body() -> dict[str, Any]:
+        return Service(Config()).status()
+
+    status = asyncio.run(body())
+    assert set(status) == {"daemon", "endpoints"}
+    assert status["endpoints"] == []
+    assert {"pid", "version", "watch", "summary"} <= set(status["daemon"])
