@@ -1,12 +1,24 @@
-"""Creating files that must never replace an existing one (configs, keys)."""
+"""Files jobtunnel writes: atomic replacement, create-only writes, private folders and keys.
+
+Every file the daemon keeps (state, pinned host keys, the control token, login-service
+files) goes through :func:`replace_atomically`, so a crash or a full disk leaves the old
+file or the new one, never half of either.
+"""
 
 from __future__ import annotations
 
+import errno
+import logging
 import os
+import shlex
+import stat
+import sys
 import tempfile
 from pathlib import Path
 
-__all__ = ["write_new"]
+__all__ = ["permission_problem", "private_dir", "replace_atomically", "write_new"]
+
+log = logging.getLogger(__name__)
 
 
 def write_new(path: Path, data: str | bytes, mode: int = 0o644) -> None:
@@ -18,7 +30,7 @@ def write_new(path: Path, data: str | bytes, mode: int = 0o644) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
-        if os.name == "posix":
+        if sys.platform != "win32":
             os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as handle:
             handle.write(data.encode("utf-8") if isinstance(data, str) else data)
@@ -27,3 +39,88 @@ def write_new(path: Path, data: str | bytes, mode: int = 0o644) -> None:
         os.link(tmp, path)  # fails if path exists, unlike rename
     finally:
         os.unlink(tmp)
+
+
+def replace_atomically(path: Path, data: str | bytes, mode: int = 0o600) -> None:
+    """Replace ``path`` with ``data``: all or nothing, fsynced, then the folder flushed.
+
+    The temp file has ``mode`` from its creation (mkstemp makes it 0600 whatever the
+    umask). OSError propagates with the temp file removed and ``path`` untouched.
+    """
+    raw = data.encode("utf-8") if isinstance(data, str) else data
+    folder = path.parent
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+    try:
+        try:
+            if sys.platform != "win32" and mode != 0o600:
+                os.fchmod(fd, mode)
+            view = memoryview(raw)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError as gone:
+            if gone.errno != errno.ENOENT:
+                log.warning("cannot remove temporary file %s: %s", tmp, gone.strerror)
+        raise
+    _fsync_dir(folder)
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make the rename durable; not possible on Windows nor on every file system."""
+    if sys.platform == "win32":
+        return
+    try:
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError as exc:
+        log.warning("cannot open %s to flush it: %s", folder, exc.strerror)
+        return
+    try:
+        os.fsync(fd)
+    except OSError as exc:
+        if exc.errno not in (errno.EINVAL, errno.ENOTSUP):
+            log.warning("cannot flush directory %s: %s", folder, exc.strerror)
+    finally:
+        os.close(fd)
+
+
+def private_dir(folder: Path) -> bool:
+    """Create ``folder`` (0700) or tighten it to 0700; False if it is shared and was left.
+
+    A shared folder such as /tmp (sticky or writable by others) is never tightened: that
+    would break everyone else. The caller decides whether that is an error. On Windows a
+    folder under the user's profile is already private to the user.
+    """
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if sys.platform == "win32":
+        return True
+    mode = folder.stat().st_mode
+    if mode & (stat.S_ISVTX | stat.S_IWOTH):
+        return False
+    if stat.S_IMODE(mode) != 0o700:
+        os.chmod(folder, 0o700)
+    return True
+
+
+def permission_problem(path: Path) -> str | None:
+    """Why a private key must not be used (readable by group or others), with the fix.
+
+    As OpenSSH does, only keys owned by the current user are checked, and only on POSIX.
+    """
+    if sys.platform == "win32":
+        return None
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    if st.st_uid != os.getuid() or not st.st_mode & 0o077:
+        return None
+    return (
+        f"private key {path} is readable by others (mode {st.st_mode & 0o777:04o}); "
+        f"refused, as OpenSSH does. Fix: chmod 600 {shlex.quote(str(path))}"
+    )

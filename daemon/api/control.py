@@ -28,16 +28,15 @@ import logging
 import os
 import secrets
 import socket
-import stat
 import struct
 import sys
-import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from .. import paths
+from ..files import private_dir, replace_atomically
 
 __all__ = [
     "MAX_MESSAGE",
@@ -125,13 +124,8 @@ def _error(rid: int | None, words: str) -> bytes:
 
 
 def _private_dir(folder: Path) -> None:
-    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-    if os.name == "posix":
-        mode = folder.stat().st_mode
-        if mode & (stat.S_ISVTX | stat.S_IWOTH):
-            # A shared folder such as /tmp: making it 0700 would break everyone else.
-            raise ControlError(f"{folder} is shared with other users; use a private folder")
-        os.chmod(folder, 0o700)
+    if not private_dir(folder):
+        raise ControlError(f"{folder} is shared with other users; use a private folder")
 
 
 def _peer_creds(sock: Any) -> tuple[int | None, int | None]:
@@ -287,17 +281,7 @@ class ControlServer:
         )
         self.port = self._server.sockets[0].getsockname()[1]
         info = {"v": PROTOCOL_VERSION, "port": self.port, "token": self._token}
-        fd, tmp = tempfile.mkstemp(prefix=".control.", suffix=".tmp", dir=self.path.parent)
-        try:
-            with os.fdopen(fd, "w") as f:
-                json.dump(info, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
+        replace_atomically(self.path, json.dumps(info))
 
     async def close(self) -> None:
         """Stop listening, drop every client, remove the socket or token file."""

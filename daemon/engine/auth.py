@@ -23,7 +23,7 @@ from typing import Any
 import asyncssh
 
 from .. import paths
-from ..setup.keys import permission_problem
+from ..files import permission_problem
 
 __all__ = [
     "KeyLoader",

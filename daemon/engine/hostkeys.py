@@ -17,11 +17,12 @@ from __future__ import annotations
 import enum
 import logging
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import asyncssh
+
+from ..files import private_dir, replace_atomically
 
 __all__ = ["HostKeyStore", "Pin", "Verdict", "fingerprint"]
 
@@ -133,26 +134,8 @@ class HostKeyStore:
         return pin is not None and (pin.user, pin.host, pin.port) == (user, host, port)
 
     def _write(self, lines: list[str]) -> None:
-        directory = self.path.parent
-        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd, tmp = tempfile.mkstemp(prefix=".known_hosts.", dir=directory)  # mode 0600
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write("".join(line + "\n" for line in lines))
-                f.flush()
-                os.fsync(f.fileno())
-            os.chmod(tmp, 0o600)
-            os.replace(tmp, self.path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        if os.name == "posix":
-            # The rename itself must reach the disk, or a crash can bring back the old file.
-            dfd = os.open(directory, os.O_RDONLY)
-            try:
-                os.fsync(dfd)
-            finally:
-                os.close(dfd)
+        private_dir(self.path.parent)
+        replace_atomically(self.path, "".join(line + "\n" for line in lines))
 
 
 def _check_user(user: str) -> None:

@@ -15,8 +15,6 @@ import errno
 import json
 import logging
 import os
-import stat
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
@@ -25,6 +23,7 @@ from typing import Any, Literal, NamedTuple, cast
 
 from .. import paths
 from ..core.detect import Endpoint
+from ..files import private_dir, replace_atomically
 
 __all__ = [
     "ACTIONS",
@@ -429,51 +428,11 @@ class Store:
 
     def save(self, state: State) -> None:
         """Replace the file with ``state``: all or nothing, mode 0600, fsynced."""
-        data = (json.dumps(state.to_dict(), indent=1, sort_keys=True) + "\n").encode()
-        folder = self.path.parent
-        tmp: str | None = None
+        data = json.dumps(state.to_dict(), indent=1, sort_keys=True) + "\n"
         try:
-            folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-            mode = folder.stat().st_mode
-            # Never tighten a shared folder such as /tmp (a test or an odd setting may
-            # point here): that would break everyone else.
-            if os.name == "posix" and mode & 0o077 and not mode & (stat.S_ISVTX | 0o002):
-                os.chmod(folder, 0o700)
-            # mkstemp creates the file 0600 whatever the umask.
-            fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=folder)
-            try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view) :]
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(tmp, self.path)
-            tmp = None
+            # A shared folder (a test or an odd setting may point at /tmp) is used as is.
+            private_dir(self.path.parent)
+            replace_atomically(self.path, data)
         except OSError as exc:
-            if tmp is not None:
-                try:
-                    os.unlink(tmp)
-                except OSError as gone:
-                    log.warning("cannot remove temporary file %s: %s", tmp, gone.strerror)
             reason = exc.strerror or errno.errorcode.get(exc.errno or 0) or str(exc)
             raise StoreError(f"cannot save state to {self.path}: {reason}") from exc
-        _fsync_dir(folder)
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Make the rename durable; not possible on Windows nor on every file system."""
-    if os.name != "posix":
-        return
-    try:
-        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    except OSError as exc:
-        log.warning("cannot open %s to flush it: %s", folder, exc.strerror)
-        return
-    try:
-        os.fsync(fd)
-    except OSError as exc:
-        if exc.errno not in (errno.EINVAL, errno.ENOTSUP):
-            log.warning("cannot flush directory %s: %s", folder, exc.strerror)
-    finally:
-        os.close(fd)

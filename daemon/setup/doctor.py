@@ -22,6 +22,7 @@ from typing import Any, Literal
 from .. import paths
 from ..config import Config, ConfigError, load_config
 from ..core.forward import parse_dynamic, parse_forward
+from ..files import permission_problem
 from . import keys
 
 __all__ = [
@@ -77,7 +78,7 @@ def check_keys(config: Config) -> list[Check]:
         return [Check("key", "fail", "no private key found", "jobtunnel keys generate (or init)")]
     out = []
     for path in found:
-        problem = keys.permission_problem(path)
+        problem = permission_problem(path)
         if problem:
             out.append(
                 Check(

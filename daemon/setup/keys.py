@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import shlex
 import shutil
 import subprocess
 import sys
@@ -21,7 +20,7 @@ from pathlib import Path
 import asyncssh
 
 from .. import paths
-from ..files import write_new
+from ..files import permission_problem, private_dir, write_new
 from . import ppk
 
 __all__ = [
@@ -34,7 +33,6 @@ __all__ = [
     "import_ppk",
     "own_key_path",
     "own_keys",
-    "permission_problem",
     "public_key",
     "read_private",
     "write_key",
@@ -75,37 +73,11 @@ def own_keys() -> list[Path]:
     return [p for p in map(own_key_path, OWN_NAMES) if p.exists()]
 
 
-def _private_dir(folder: Path) -> None:
-    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-    if os.name == "posix":
-        # jobtunnel's own data folder: nobody else has a reason to read it.
-        folder.chmod(0o700)
-
-
-def permission_problem(path: Path) -> str | None:
-    """Why a private key must not be used (readable by group or others), with the fix.
-
-    As OpenSSH does, only keys owned by the current user are checked, and only on POSIX.
-    """
-    if os.name != "posix":
-        return None
-    try:
-        st = path.stat()
-    except OSError:
-        return None
-    if st.st_uid != os.getuid() or not st.st_mode & 0o077:
-        return None
-    return (
-        f"private key {path} is readable by others (mode {st.st_mode & 0o777:04o}); "
-        f"refused, as OpenSSH does. Fix: chmod 600 {shlex.quote(str(path))}"
-    )
-
-
 def write_key(key: asyncssh.SSHKey, path: Path, passphrase: str | None = None) -> Path:
     """Write ``key`` in OpenSSH format (0600, never replacing a file) and its ``.pub``."""
     if path.exists():
         raise KeyFileError(f"{path} exists; it was left unchanged (nothing overwrites a key)")
-    _private_dir(path.parent)
+    private_dir(path.parent)
     data = (
         key.export_private_key("openssh", passphrase)
         if passphrase

@@ -46,6 +46,7 @@ from typing import Literal, get_args
 from xml.sax.saxutils import escape as xml_escape
 
 from .. import paths
+from ..files import replace_atomically
 
 __all__ = [
     "MARKER",
@@ -463,9 +464,7 @@ def _mkdirs(path: Path, created: list[str]) -> None:
 
 
 def _write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    replace_atomically(path, data, mode=0o644)
 
 
 def _run(ctx: Context, cmd: Command) -> Result | None:

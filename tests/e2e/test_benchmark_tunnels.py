@@ -12,7 +12,7 @@ import pytest
 
 from tests.helpers.deps import require_sshd, require_tool
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 PEERS = {
     "throughput_same_cipher_mb_s": {"jobtunnel", "ssh"},

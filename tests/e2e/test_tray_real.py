@@ -33,7 +33,7 @@ from PIL import Image, ImageChops
 from tests.helpers.daemonproc import Daemon, Env, endpoint_up, wait_for
 from tests.helpers.deps import dependency_missing
 
-ARTIFACTS = Path(__file__).parent / "artifacts"
+ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 TOOLS = {
     "Xvfb": "xvfb",
     "trayer": "trayer",

@@ -522,7 +522,7 @@ def test_another_platform_only_with_dry_run_or_root(isolated_home: Path, platfor
 
 def test_templates_ship_in_the_wheel(tmp_path: Path) -> None:
     """A regular (non-editable) install carries the templates and renders from them."""
-    repo = Path(__file__).resolve().parents[1]
+    repo = Path(__file__).resolve().parents[2]
     built = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(tmp_path), str(repo)],
         capture_output=True,

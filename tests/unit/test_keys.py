@@ -16,6 +16,7 @@ from jobtunnel.daemon import paths
 from jobtunnel.daemon.cli import main
 from jobtunnel.daemon.engine import passphrase
 from jobtunnel.daemon.engine.auth import KeyLoader, default_identity_files
+from jobtunnel.daemon.files import permission_problem
 from jobtunnel.daemon.setup import keys
 
 from tests.helpers.keytools import memory_keyring, public_of, same_key
@@ -92,7 +93,7 @@ def test_loose_permissions_refused_on_use_with_the_fix(
     loaded = asyncio.run(KeyLoader().load("u", "h", 22, use_ssh_config=False))
     assert loaded == []
     assert f"chmod 600 {path}" in caplog.text
-    assert keys.permission_problem(path) is not None
+    assert permission_problem(path) is not None
     with pytest.raises(keys.KeyFileError, match=f"chmod 600 {path}"):
         keys.read_private(path)
     path.chmod(0o600)
