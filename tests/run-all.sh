@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Sets up everything the test suite needs on a Debian machine, then runs it:
-# system packages, a virtualenv with the project and its test extras, ruff, mypy, pytest.
+# system packages, a virtualenv with the project and its test extras, ruff, import-linter,
+# mypy, pytest.
 # Usage: bash tests/run-all.sh [pytest args...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -36,6 +37,8 @@ ln -sfn ../../../tray build/typecheck/jobtunnel/tray
 echo "==> ruff"
 "$VENV/bin/ruff" check daemon tray tests benchmarks
 "$VENV/bin/ruff" format --check daemon tray tests benchmarks
+echo "==> import contracts (pyproject: [tool.importlinter])"
+"$VENV/bin/lint-imports" --no-cache
 echo "==> mypy"
 (cd build/typecheck && "../../$VENV/bin/mypy" --config-file ../../pyproject.toml \
     -p jobtunnel.daemon -p jobtunnel.tray)
