@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from jobtunnel.daemon import paths
-from jobtunnel.daemon.api.control import ControlClient, ControlError, DaemonNotRunning
+from jobtunnel.daemon.api.client import ControlClient, ControlError, DaemonNotRunning
 from jobtunnel.daemon.config import ConfigError, default_config_text, load_config
 from jobtunnel.daemon.logs import log_file, setup_logging
 

@@ -224,7 +224,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _call(args: argparse.Namespace, cmd: str, **params: Any) -> Any:
-    from ..api.control import ControlError, call_sync
+    from ..api.client import ControlError, call_sync
 
     try:
         transport = load_config(args.config)[0].daemon.control

@@ -20,7 +20,8 @@ from typing import Any
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from .. import __version__, paths
-from ..api.control import ControlError, ControlServer
+from ..api.server import ControlServer
+from ..api.wire import ControlError
 from ..config import Config, ConfigError, load_config
 from ..core.detect import Detector, Endpoint, Rejection, check_host, job_id_of
 from ..core.forward import ForwardSpec, parse_dynamic, parse_forward

@@ -141,7 +141,7 @@ def check_daemon(
     config: Config, call: Callable[..., Any] | None = None
 ) -> tuple[Check, dict[str, Any] | None]:
     """Whether the daemon answers on its control API; its status when it does."""
-    from ..api.control import ControlError, DaemonNotRunning, call_sync
+    from ..api.client import ControlError, DaemonNotRunning, call_sync
 
     call = call or call_sync
     try:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from jobtunnel.daemon.api.control import ControlClient
+from jobtunnel.daemon.api.client import ControlClient
 
 from tests.helpers.daemonproc import Daemon, Env, wait_for
 from tests.helpers.deps import dependency_missing

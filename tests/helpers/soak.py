@@ -43,7 +43,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from jobtunnel.daemon.api.control import ControlClient
+from jobtunnel.daemon.api.client import ControlClient
 
 from .daemonproc import Daemon, Env, make_env
 from .sshd import SshServer, free_port

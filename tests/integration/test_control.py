@@ -17,18 +17,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from jobtunnel.daemon.api.control import (
-    MAX_MESSAGE,
+from jobtunnel.daemon.api.client import (
     NOT_RUNNING,
     ControlClient,
     ControlError,
-    ControlServer,
     DaemonNotRunning,
-    TransportKind,
     call_sync,
-    default_path,
-    transport_kind,
 )
+from jobtunnel.daemon.api.server import ControlServer
+from jobtunnel.daemon.api.wire import MAX_MESSAGE, TransportKind, default_path, transport_kind
 
 from tests.helpers.asyncrun import run
 
@@ -248,7 +245,7 @@ def test_handler_exception_is_reported_and_logged_once(
                 await client.request("refuse")
             assert await client.request("echo", still="up") == {"still": "up"}
 
-    with caplog.at_level(logging.DEBUG, "jobtunnel.daemon.api.control"):
+    with caplog.at_level(logging.DEBUG, "jobtunnel.daemon.api.server"):
         run(body())
     tracebacks = [r for r in caplog.records if r.exc_info]
     assert len(tracebacks) == 1 and "boom" in tracebacks[0].getMessage()
@@ -319,7 +316,7 @@ def test_slow_subscriber_is_dropped_others_get_everything(
             assert server.subscribers == 1
             writer.transport.abort()
 
-    with caplog.at_level(logging.WARNING, "jobtunnel.daemon.api.control"):
+    with caplog.at_level(logging.WARNING, "jobtunnel.daemon.api.server"):
         run(body())
     assert any("events unread" in r.getMessage() for r in caplog.records)
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 from jobtunnel.daemon import paths
-from jobtunnel.daemon.api.control import DaemonNotRunning
+from jobtunnel.daemon.api.client import DaemonNotRunning
 from jobtunnel.daemon.cli import main
 from jobtunnel.daemon.setup import doctor, firstrun, keys
 
@@ -73,7 +73,7 @@ def test_after_init_and_service_only_the_daemon_is_missing(
     assert keys.public_key(paths.key_file()).line in public.detail
     assert "SSH Public Key" in public.fix
     # Exit status through the CLI: non-zero while something needs the user.
-    monkeypatch.setattr("jobtunnel.daemon.api.control.call_sync", not_running)
+    monkeypatch.setattr("jobtunnel.daemon.api.client.call_sync", not_running)
     assert main(["doctor"]) == 1
 
 
@@ -85,7 +85,7 @@ def test_all_good_exits_zero(
     doctor.service_file().parent.mkdir(parents=True)
     doctor.service_file().write_text("")
     status = {"daemon": {"pid": 4242}, "endpoints": []}
-    monkeypatch.setattr("jobtunnel.daemon.api.control.call_sync", lambda *a, **k: status)
+    monkeypatch.setattr("jobtunnel.daemon.api.client.call_sync", lambda *a, **k: status)
     assert main(["doctor"]) == 0
     out = capsys.readouterr().out
     assert "running (pid 4242)" in out and "all good" in out

@@ -1,21 +1,10 @@
-"""The daemon's local control API: the server, an async client and a sync wrapper.
+"""The control API's server: serves the daemon's command handlers to local clients.
 
-Transports: on POSIX a Unix socket (0600, in a 0700 directory) whose peers must have the
-daemon's uid; on Windows loopback TCP, where the first message must carry a random token
-read from a user-only file. The ``tcp`` transport can be chosen on POSIX too (tests do).
-
-Wire protocol, one JSON object per line (UTF-8, ``\\n``-terminated, at most 1 MiB)::
-
-    -> {"v": 1, "id": 7, "cmd": "status", "args": {}}
-    <- {"v": 1, "id": 7, "ok": true, "result": ...}
-    <- {"v": 1, "id": 7, "ok": false, "error": "words for a person"}
-    <- {"v": 1, "event": "status", "data": {...}}        (after "subscribe" only)
-
-Built-in commands: ``auth`` (``{"token": ...}``; must come first over TCP), ``hello``
-(server and version), ``subscribe`` (start receiving events; when the daemon has a
-``subscribe`` handler, its result, e.g. a status snapshot, is the reply), ``unsubscribe``.
-An error about the connection itself (refused peer, oversized message) has ``"id": null``
-and is followed by the server closing the connection.
+Who may connect: on a Unix socket, peers with the daemon's uid (``SO_PEERCRED``); over
+TCP, a client whose first message is ``auth`` with the token from the user-only file.
+Each connection's replies and events leave through one bounded queue, so a client that
+does not read stalls only itself and is dropped when too far behind. The framing is in
+:mod:`.wire`.
 """
 
 from __future__ import annotations
@@ -30,97 +19,29 @@ import secrets
 import socket
 import struct
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from .. import paths
 from ..files import private_dir, replace_atomically
+from .wire import (
+    AUTH_TIMEOUT,
+    CONNECT_TIMEOUT,
+    FLUSH_TIMEOUT,
+    MAX_MESSAGE,
+    PROTOCOL_VERSION,
+    ControlError,
+    default_path,
+    encode,
+    error_line,
+    transport_kind,
+)
 
-__all__ = [
-    "MAX_MESSAGE",
-    "PROTOCOL_VERSION",
-    "ControlClient",
-    "ControlError",
-    "ControlServer",
-    "DaemonNotRunning",
-    "Event",
-    "Handler",
-    "TransportKind",
-    "call_sync",
-    "default_path",
-    "default_transport",
-    "request_sync",
-    "transport_kind",
-]
+__all__ = ["ControlServer", "Handler"]
 
 log = logging.getLogger(__name__)
 
-PROTOCOL_VERSION = 1
-MAX_MESSAGE = 1 << 20
-# Replies such as a full status snapshot may be larger than what a client may send.
-CLIENT_LIMIT = 64 << 20
-AUTH_TIMEOUT = 10.0
-CONNECT_TIMEOUT = 5.0
-# How long a closing connection gets to flush what is queued for it.
-FLUSH_TIMEOUT = 2.0
-
 Handler = Callable[[dict[str, Any]], Awaitable[Any]]
-TransportKind = Literal["unix", "tcp"]
-
-NOT_RUNNING = "jobtunnel daemon is not running; start it with `jobtunnel run`"
-
-
-class ControlError(Exception):
-    """A request failed; the message is the daemon's words for a person.
-
-    Handlers may raise it too: its message becomes the error reply, with no traceback
-    logged, as it is an expected refusal rather than a bug.
-    """
-
-
-class DaemonNotRunning(ControlError):
-    """Nothing listens where the daemon would."""
-
-    def __init__(self, detail: str | None = None) -> None:
-        super().__init__(NOT_RUNNING + (f" ({detail})" if detail else ""))
-
-
-@dataclass(frozen=True)
-class Event:
-    """A pushed event."""
-
-    name: str
-    data: Any
-
-
-def default_transport() -> TransportKind:
-    return "tcp" if os.name == "nt" else "unix"
-
-
-def transport_kind(name: str | None) -> TransportKind:
-    """``"unix"`` or ``"tcp"``; None or ``"auto"`` pick the platform's (the config's words)."""
-    if name is None or name == "auto":
-        return default_transport()
-    if name == "unix":
-        return "unix"
-    if name == "tcp":
-        return "tcp"
-    raise ValueError(f'control transport must be "auto", "unix" or "tcp", not {name!r}')
-
-
-def default_path(transport: TransportKind) -> Path:
-    """The socket (unix) or the port-and-token file (tcp) in the runtime dir."""
-    return paths.runtime_dir() / ("control.sock" if transport == "unix" else "control.json")
-
-
-def _encode(msg: Mapping[str, Any]) -> bytes:
-    return json.dumps(msg, separators=(",", ":")).encode() + b"\n"
-
-
-def _error(rid: int | None, words: str) -> bytes:
-    return _encode({"v": PROTOCOL_VERSION, "id": rid, "ok": False, "error": words})
 
 
 def _private_dir(folder: Path) -> None:
@@ -144,9 +65,6 @@ def _peer_creds(sock: Any) -> tuple[int | None, int | None]:
     except (OSError, AttributeError, struct.error) as exc:
         log.debug("cannot read the control peer's credentials: %s", exc)
     return None, None
-
-
-# -- server ----------------------------------------------------------------------------
 
 
 class _Conn:
@@ -312,7 +230,7 @@ class ControlServer:
     def publish(self, event: str, data: Any) -> None:
         """Push an event to every subscriber; a subscriber too far behind is dropped."""
         try:
-            line = _encode({"v": PROTOCOL_VERSION, "event": event, "data": data})
+            line = encode({"v": PROTOCOL_VERSION, "event": event, "data": data})
         except (TypeError, ValueError) as exc:
             log.error("event %r not published: cannot encode its data: %s", event, exc)
             return
@@ -357,7 +275,7 @@ class ControlServer:
 
     async def _refuse(self, conn: _Conn, words: str) -> bool:
         with contextlib.suppress(OSError, TimeoutError):
-            conn.writer.write(_error(None, words))
+            conn.writer.write(error_line(None, words))
             await asyncio.wait_for(conn.writer.drain(), FLUSH_TIMEOUT)
         conn.writer.transport.abort()
         conn.dropped = True
@@ -395,7 +313,9 @@ class ControlServer:
                 line = await conn.reader.readline()
             except ValueError:
                 log.warning("control client %s sent over %d bytes; closed", conn.peer, MAX_MESSAGE)
-                await conn.send(_error(None, f"message longer than {MAX_MESSAGE} bytes; closing"))
+                await conn.send(
+                    error_line(None, f"message longer than {MAX_MESSAGE} bytes; closing")
+                )
                 return
             except ConnectionError:
                 return
@@ -408,7 +328,7 @@ class ControlServer:
                 await conn.send(reply)
 
     def _ok(self, rid: int, result: Any) -> bytes:
-        return _encode({"v": PROTOCOL_VERSION, "id": rid, "ok": True, "result": result})
+        return encode({"v": PROTOCOL_VERSION, "id": rid, "ok": True, "result": result})
 
     def _hello(self) -> dict[str, Any]:
         return {"server": "jobtunnel", "v": PROTOCOL_VERSION}
@@ -418,23 +338,23 @@ class ControlServer:
         try:
             msg = json.loads(line)
         except (ValueError, RecursionError) as exc:
-            return _error(None, f"malformed JSON: {exc}")
+            return error_line(None, f"malformed JSON: {exc}")
         if not isinstance(msg, dict):
-            return _error(None, "a request must be a JSON object")
+            return error_line(None, "a request must be a JSON object")
         rid = msg.get("id")
         if not isinstance(rid, int) or isinstance(rid, bool):
-            return _error(None, "'id' must be an integer")
+            return error_line(None, "'id' must be an integer")
         v = msg.get("v")
         if v != PROTOCOL_VERSION or isinstance(v, bool):
-            return _error(rid, f"unsupported protocol version {v!r}; this daemon speaks 1")
+            return error_line(rid, f"unsupported protocol version {v!r}; this daemon speaks 1")
         cmd = msg.get("cmd")
         if not isinstance(cmd, str):
-            return _error(rid, "'cmd' must be a string")
+            return error_line(rid, "'cmd' must be a string")
         args = msg.get("args")
         if args is None:
             args = {}
         if not isinstance(args, dict):
-            return _error(rid, "'args' must be an object")
+            return error_line(rid, "'args' must be an object")
         handler = self._handlers.get(cmd)
         if handler is None:
             if cmd in ("auth", "hello"):
@@ -443,15 +363,15 @@ class ControlServer:
                 self._subscribers.discard(conn)
                 return self._ok(rid, None)
             if cmd != "subscribe":
-                return _error(rid, f"unknown command {cmd!r}")
+                return error_line(rid, f"unknown command {cmd!r}")
         try:
             result = None if handler is None else await handler(args)
             reply = self._ok(rid, result)
         except ControlError as exc:
-            return _error(rid, str(exc))
+            return error_line(rid, str(exc))
         except Exception as exc:
             log.exception("control command %r failed", cmd)
-            return _error(rid, f"{cmd} failed: {exc or type(exc).__name__}")
+            return error_line(rid, f"{cmd} failed: {exc or type(exc).__name__}")
         if cmd != "subscribe":
             return reply
         # No await between the handler's snapshot and joining: no event falls between.
@@ -493,209 +413,3 @@ async def _unix_alive(path: Path) -> bool:
         return False
     writer.transport.abort()
     return True
-
-
-# -- client ----------------------------------------------------------------------------
-
-
-class ControlClient:
-    """Async client: ``async with ControlClient() as c: await c.request("status")``."""
-
-    def __init__(
-        self,
-        path: Path | None = None,
-        transport: str | None = None,
-        *,
-        timeout: float | None = 30.0,
-        max_events: int = 1000,
-    ) -> None:
-        self.transport = transport_kind(transport)
-        self.path = Path(path) if path is not None else default_path(self.transport)
-        self.timeout = timeout
-        self._reader: asyncio.StreamReader | None = None
-        self._writer: asyncio.StreamWriter | None = None
-        self._reader_task: asyncio.Task[None] | None = None
-        self._pending: dict[int, asyncio.Future[Any]] = {}
-        self._events: asyncio.Queue[Event | None] = asyncio.Queue(max_events)
-        self._next_id = 0
-        self._closed_reason: str | None = None
-        self._lagging = False
-
-    async def __aenter__(self) -> ControlClient:
-        await self.connect()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
-
-    async def connect(self) -> None:
-        """Connect (and authenticate over TCP); DaemonNotRunning when nothing listens."""
-        token = None
-        try:
-            if self.transport == "unix":
-                if not self.path.exists():
-                    raise DaemonNotRunning()
-                opening = asyncio.open_unix_connection(str(self.path), limit=CLIENT_LIMIT)
-            else:
-                port, token = self._read_token_file()
-                opening = asyncio.open_connection("127.0.0.1", port, limit=CLIENT_LIMIT)
-            self._reader, self._writer = await asyncio.wait_for(opening, CONNECT_TIMEOUT)
-        except (ConnectionRefusedError, FileNotFoundError) as exc:
-            # A socket or port file left by a daemon that died.
-            raise DaemonNotRunning(f"nothing listens at {self.path}") from exc
-        except TimeoutError as exc:
-            raise ControlError(f"the daemon at {self.path} did not accept in time") from exc
-        except OSError as exc:
-            raise ControlError(f"cannot connect to {self.path}: {exc.strerror or exc}") from exc
-        self._closed_reason = None
-        self._reader_task = asyncio.create_task(self._read_loop())
-        if token is not None:
-            try:
-                await self.request("auth", token=token)
-            except ControlError:
-                await self.close()
-                raise
-
-    def _read_token_file(self) -> tuple[int, str]:
-        try:
-            info = json.loads(self.path.read_text())
-        except FileNotFoundError:
-            raise DaemonNotRunning() from None
-        except (OSError, ValueError) as exc:
-            raise ControlError(f"cannot read {self.path}: {exc}") from exc
-        port = info.get("port") if isinstance(info, dict) else None
-        token = info.get("token") if isinstance(info, dict) else None
-        if not isinstance(port, int) or not isinstance(token, str):
-            raise ControlError(f"{self.path} does not hold a port and a token")
-        return port, token
-
-    async def close(self) -> None:
-        writer, self._writer = self._writer, None
-        if writer is not None:
-            writer.close()
-            with contextlib.suppress(OSError):
-                await writer.wait_closed()
-        task, self._reader_task = self._reader_task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        self._finish("the connection was closed")
-
-    async def request(self, cmd: str, /, **args: Any) -> Any:
-        """Send one command; its result, or ControlError with the daemon's words."""
-        if self._writer is None or self._closed_reason is not None:
-            raise ControlError(self._closed_reason or "not connected to the daemon")
-        self._next_id += 1
-        rid = self._next_id
-        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._pending[rid] = fut
-        try:
-            self._writer.write(
-                _encode({"v": PROTOCOL_VERSION, "id": rid, "cmd": cmd, "args": args})
-            )
-            await self._writer.drain()
-            return await asyncio.wait_for(fut, self.timeout)
-        except TimeoutError:
-            raise ControlError(
-                f"the daemon did not answer {cmd!r} within {self.timeout:g} s"
-            ) from None
-        except (ConnectionError, OSError) as exc:
-            raise ControlError(f"lost the connection to the daemon: {exc}") from exc
-        finally:
-            self._pending.pop(rid, None)
-
-    async def subscribe(self, **args: Any) -> Any:
-        """Start receiving events; returns the daemon's reply (e.g. a status snapshot)."""
-        return await self.request("subscribe", **args)
-
-    async def events(self) -> AsyncIterator[Event]:
-        """Pushed events, in order, until the connection closes."""
-        while (event := await self._events.get()) is not None:
-            yield event
-        self._events.put_nowait(None)  # later iterations end at once too
-
-    @property
-    def closed_reason(self) -> str | None:
-        """Why the connection ended (the daemon's words when it said why)."""
-        return self._closed_reason
-
-    async def _read_loop(self) -> None:
-        assert self._reader is not None
-        reason = "the daemon closed the connection"
-        try:
-            while line := await self._reader.readline():
-                reason = self._take(line) or reason
-        except (ConnectionError, OSError, ValueError) as exc:
-            reason = f"lost the connection to the daemon: {exc}"
-        self._finish(reason)
-
-    def _take(self, line: bytes) -> str | None:
-        """Route one message; returns the daemon's words when it ends the connection."""
-        try:
-            msg = json.loads(line)
-        except ValueError:
-            log.warning("ignored a malformed message from the daemon")
-            return None
-        if not isinstance(msg, dict):
-            return None
-        if "event" in msg:
-            self._queue_event(Event(str(msg["event"]), msg.get("data")))
-            return None
-        rid = msg.get("id")
-        fut = self._pending.get(rid) if isinstance(rid, int) else None
-        if fut is None:
-            if rid is None and msg.get("ok") is False:
-                return str(msg.get("error"))
-            return None
-        if fut.done():
-            return None
-        if msg.get("ok") is True:
-            fut.set_result(msg.get("result"))
-        else:
-            fut.set_exception(ControlError(str(msg.get("error") or "the daemon refused")))
-        return None
-
-    def _queue_event(self, event: Event) -> None:
-        if self._events.full():
-            # The reader of events fell behind: drop the oldest, they are superseded.
-            self._events.get_nowait()
-            if not self._lagging:
-                log.warning("events are not being read; dropping the oldest")
-            self._lagging = True
-        else:
-            self._lagging = False
-        self._events.put_nowait(event)
-
-    def _finish(self, reason: str) -> None:
-        if self._closed_reason is not None:
-            return
-        self._closed_reason = reason
-        for fut in self._pending.values():
-            if not fut.done():
-                fut.set_exception(ControlError(reason))
-        if self._events.full():
-            self._events.get_nowait()
-        self._events.put_nowait(None)
-
-
-def call_sync(
-    cmd: str,
-    args: Mapping[str, Any] | None = None,
-    *,
-    path: Path | None = None,
-    transport: str | None = None,
-    timeout: float | None = 30.0,
-) -> Any:
-    """One request from synchronous code (the CLI); not for use inside a running loop."""
-
-    async def go() -> Any:
-        async with ControlClient(path, transport, timeout=timeout) as client:
-            return await client.request(cmd, **dict(args or {}))
-
-    return asyncio.run(go())
-
-
-def request_sync(cmd: str, /, **args: Any) -> Any:
-    """``call_sync`` with the default transport and location."""
-    return call_sync(cmd, args)
