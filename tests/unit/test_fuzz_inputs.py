@@ -28,8 +28,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from jobtunnel.daemon.api.client import ControlClient
 from jobtunnel.daemon.config import Config, ConfigError, load_config
+from jobtunnel.daemon.engine.options import forwards_of, tunnel_options
 from jobtunnel.daemon.process import service as service_module
-from jobtunnel.daemon.process.service import Service, forwards_of, tunnel_options
+from jobtunnel.daemon.process.service import Service
 
 from tests.helpers.asyncrun import run
 

@@ -1,0 +1,29 @@
+"""Talking to the running daemon: one request over the control API."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from ..config import ConfigError, load_config
+from .output import Fail, err
+
+__all__ = ["call"]
+
+
+def call(args: argparse.Namespace, cmd: str, **params: Any) -> Any:
+    """Send ``cmd`` with ``params`` to the daemon and return its result; a refusal or a
+    daemon that is not running ends the command (exit status 1)."""
+    from ..api.client import ControlError, call_sync
+
+    try:
+        transport = load_config(args.config)[0].daemon.control
+    except ConfigError:
+        # The running daemon keeps the config it loaded; a broken file must not cut the
+        # user off from it.
+        err("jobtunnel: warning: the config file has errors (`jobtunnel config check`)")
+        transport = "auto"
+    try:
+        return call_sync(cmd, params, transport=transport)
+    except ControlError as exc:
+        raise Fail(str(exc), 1) from None
