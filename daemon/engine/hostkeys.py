@@ -22,6 +22,7 @@ from pathlib import Path
 
 import asyncssh
 
+from ..core.address import hostport
 from ..files import private_dir, replace_atomically
 
 __all__ = ["HostKeyStore", "Pin", "Verdict", "fingerprint"]
@@ -37,6 +38,7 @@ def fingerprint(key: asyncssh.SSHKey) -> str:
 
 
 def _host_field(host: str, port: int) -> str:
+    """OpenSSH's known_hosts host field: bare for port 22, else ``[host]:port``."""
     return host if port == 22 else f"[{host}]:{port}"
 
 
@@ -116,7 +118,7 @@ class HostKeyStore:
         keep = [line for line in self._read() if not self._is_endpoint(line, user, host, port)]
         keep.append(Pin(user, host, port, key).line())
         self._write(keep)
-        log.info("pinned host key %s for %s@%s", fingerprint(key), user, _host_field(host, port))
+        log.info("pinned host key %s for %s@%s", fingerprint(key), user, hostport(host, port))
 
     def forget(self, user: str, host: str, port: int) -> bool:
         """Drop the endpoint's pin (the user accepted a new host key). True if one existed."""
@@ -125,7 +127,7 @@ class HostKeyStore:
         if len(keep) == len(lines):
             return False
         self._write(keep)
-        log.info("forgot host key for %s@%s", user, _host_field(host, port))
+        log.info("forgot host key for %s@%s", user, hostport(host, port))
         return True
 
     @staticmethod

@@ -24,17 +24,17 @@ from ..api.server import ControlServer
 from ..api.wire import ControlError
 from ..config import Config, ConfigError, load_config
 from ..core.detect import Detector, Endpoint, Rejection, check_host, job_id_of
-from ..core.forward import ForwardSpec, parse_dynamic, parse_forward
 from ..engine.hostkeys import HostKeyStore
+from ..engine.options import TunnelStatus, forwards_of, tunnel_options
 from ..engine.passphrase import keyring_source
-from ..engine.tunnel import Tunnel, TunnelOptions, TunnelStatus
+from ..engine.tunnel import Tunnel
 from .instance import InstanceLock
 from .scan import scan_file
 from .store import EndpointRecord, State, Store, StoreError
 from .systemd import Notifier
 from .watch import LogUpdate, LogWatcher
 
-__all__ = ["Service", "forwards_of", "tunnel_options"]
+__all__ = ["Service"]
 
 log = logging.getLogger(__name__)
 
@@ -50,32 +50,6 @@ PUBLISH_DELAY = 0.1
 
 class CommandError(ControlError):
     """A control command that cannot be done; the message goes back to the user."""
-
-
-def tunnel_options(config: Config) -> TunnelOptions:
-    """The engine's settings from the config file."""
-    return TunnelOptions(
-        identity_files=tuple(config.ssh.identity_files),
-        keepalive_interval=config.ssh.keepalive_interval,
-        keepalive_count_max=config.ssh.keepalive_count_max,
-        connect_timeout=config.ssh.connect_timeout,
-        ciphers=tuple(config.ssh.ciphers),
-        use_ssh_config=config.ssh.use_ssh_config,
-        bind_address=config.tunnels.bind_address,
-        hold_seconds=config.tunnels.hold_seconds,
-        port_range=(config.tunnels.port_range[0], config.tunnels.port_range[1]),
-        initial_delay=config.reconnect.initial_delay,
-        max_delay=config.reconnect.max_delay,
-        reset_after=config.reconnect.reset_after,
-        give_up_after=config.reconnect.give_up_after,
-    )
-
-
-def forwards_of(config: Config) -> list[ForwardSpec]:
-    """Every forward the config asks for, local then dynamic."""
-    return [parse_forward(s) for s in config.tunnels.forwards] + [
-        parse_dynamic(s) for s in config.tunnels.dynamic_forwards
-    ]
 
 
 @dataclass

@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
-from jobtunnel.daemon.engine.tunnel import event_loop_factory
+from jobtunnel.daemon.engine.loop import event_loop_factory
 
 T = TypeVar("T")
 

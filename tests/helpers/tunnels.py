@@ -7,7 +7,8 @@ from pathlib import Path
 
 from jobtunnel.daemon.core.forward import parse_dynamic, parse_forward
 from jobtunnel.daemon.engine.hostkeys import HostKeyStore
-from jobtunnel.daemon.engine.tunnel import Tunnel, TunnelOptions, TunnelStatus
+from jobtunnel.daemon.engine.options import TunnelOptions, TunnelStatus
+from jobtunnel.daemon.engine.tunnel import Tunnel
 
 from .sshd import SshServer
 

@@ -12,7 +12,8 @@ import time
 from pathlib import Path
 
 import pytest
-from jobtunnel.daemon.engine.tunnel import CLIENTS_NOTIFY_DELAY, OPEN_STALL_SECONDS, TunnelStatus
+from jobtunnel.daemon.engine.options import TunnelStatus
+from jobtunnel.daemon.engine.tunnel import CLIENTS_NOTIFY_DELAY, OPEN_STALL_SECONDS
 
 from tests.helpers.asyncrun import run
 from tests.helpers.services import (

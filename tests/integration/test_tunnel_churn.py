@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+from jobtunnel.daemon.engine.pump import open_guarded
 from jobtunnel.daemon.engine.tunnel import Tunnel
 
 from tests.helpers.asyncrun import run
@@ -194,7 +195,7 @@ def test_open_cancelled_midway_closes_the_channel(sshd: SshServer, tmp_path: Pat
 
                 for _ in range(20):
                     guarded = asyncio.ensure_future(
-                        Tunnel._open_guarded(link, ("127.0.0.1", echo), ("127.0.0.1", 0))
+                        open_guarded(link.conn, ("127.0.0.1", echo), ("127.0.0.1", 0))
                     )
                     await asyncio.sleep(0)
                     guarded.cancel()

@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 from jobtunnel.daemon.config import Config, load_config
 from jobtunnel.daemon.core.policy import State
-from jobtunnel.daemon.process.service import Service, _Clock, forwards_of, tunnel_options
+from jobtunnel.daemon.engine.options import forwards_of, tunnel_options
+from jobtunnel.daemon.process.service import Service, _Clock
 
 
 class FakeTunnel:

@@ -9,7 +9,8 @@ import asyncssh
 import pytest
 from jobtunnel.daemon import paths
 from jobtunnel.daemon.engine.auth import KeyLoader, auth_options, default_identity_files
-from jobtunnel.daemon.engine.tunnel import TunnelOptions, event_loop_factory
+from jobtunnel.daemon.engine.loop import event_loop_factory
+from jobtunnel.daemon.engine.options import TunnelOptions
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -1,0 +1,151 @@
+"""The tunnel's own listening sockets, one per forward, and the choice of their ports.
+
+They are bound once and stay bound across reconnects (asyncssh's ``forward_local_port``
+would close them with the connection). A port is sticky: the one bound last time
+(``assigned``) is tried first, then the wanted one, then the rest of the port range,
+skipping other endpoints' sticky ports (``reserved``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import functools
+import logging
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass
+
+from ..core.address import hostport
+from ..core.forward import ForwardSpec
+from ..core.policy import port_candidates
+from .options import ForwardStatus
+from .pump import client_protocol
+
+__all__ = ["MAX_BIND_ATTEMPTS", "Forward", "Listeners"]
+
+log = logging.getLogger(__name__)
+
+# Bounded so a full port range cannot turn into tens of thousands of bind() calls.
+MAX_BIND_ATTEMPTS = 1000
+
+
+@dataclass(eq=False)
+class Forward:
+    """One forward and its listener (None while not bound)."""
+
+    spec: ForwardSpec
+    bind_address: str
+    server: asyncio.Server | None = None
+    port: int | None = None
+    error: str | None = None
+    clients: int = 0
+
+    def status(self) -> ForwardStatus:
+        remote = (
+            "socks" if self.spec.dynamic else hostport(self.spec.remote_host, self.spec.remote_port)
+        )
+        return ForwardStatus(
+            spec=self.spec.spec,
+            dynamic=self.spec.dynamic,
+            bind_address=self.bind_address,
+            wanted_port=self.spec.local_port,
+            local_port=self.port,
+            remote=remote,
+            error=self.error,
+            clients=self.clients,
+        )
+
+
+ClientHandler = Callable[[Forward, asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+class Listeners:
+    """The listeners of one tunnel. ``assigned`` maps a forward spec to the port it had
+    (kept sticky); ``reserved`` returns other endpoints' sticky ports."""
+
+    def __init__(
+        self,
+        name: str,
+        forwards: Sequence[ForwardSpec],
+        bind_address: str,
+        port_range: tuple[int, int],
+        assigned: Mapping[str, int] | None = None,
+        reserved: Callable[[], Collection[int]] | None = None,
+    ) -> None:
+        self._name = name
+        self.forwards = [Forward(f, f.bind_address or bind_address) for f in forwards]
+        self._port_range = port_range
+        self._assigned: dict[str, int] = dict(assigned or {})
+        self._reserved = reserved or (lambda: ())
+        self._closing: list[asyncio.Server] = []
+
+    def assigned(self) -> dict[str, int]:
+        """Forward spec -> local port actually bound."""
+        return dict(self._assigned)
+
+    def status(self) -> tuple[ForwardStatus, ...]:
+        return tuple(f.status() for f in self.forwards)
+
+    async def bind(self, on_client: ClientHandler) -> None:
+        """Bind every forward; one that cannot be bound keeps its reason in ``error``."""
+        for fwd in self.forwards:
+            await self._bind(fwd, on_client)
+
+    def close(self) -> None:
+        """Stop listening; :meth:`wait_closed` then waits for the servers to finish."""
+        for fwd in self.forwards:
+            if fwd.server is not None:
+                fwd.server.close()
+                self._closing.append(fwd.server)
+                fwd.server = None
+                fwd.port = None
+
+    async def wait_closed(self, timeout: float = 5.0) -> None:
+        closing, self._closing = self._closing, []
+        for server in closing:
+            try:
+                await asyncio.wait_for(server.wait_closed(), timeout)
+            except Exception as exc:  # a server that does not finish must not stop a stop
+                log.debug("%s: listener did not close cleanly: %s", self._name, exc)
+
+    async def _bind(self, fwd: Forward, on_client: ClientHandler) -> None:
+        spec = fwd.spec
+        # '*' is OpenSSH's spelling of every interface; asyncio wants None for that.
+        host: str | None = None if fwd.bind_address == "*" else fwd.bind_address
+        sticky = self._assigned.get(spec.spec)
+        last: OSError | None = None
+        loop = asyncio.get_running_loop()
+        candidates = port_candidates(spec.local_port, sticky, self._port_range, self._reserved())
+        for n, candidate in enumerate(candidates):
+            if n >= MAX_BIND_ATTEMPTS:
+                break
+            try:
+                server = await loop.create_server(
+                    functools.partial(client_protocol, functools.partial(on_client, fwd)),
+                    host=host,
+                    port=candidate,
+                )
+            except OSError as exc:
+                last = exc
+                if exc.errno not in (errno.EADDRINUSE, errno.EACCES):
+                    break
+                continue
+            port = int(server.sockets[0].getsockname()[1])
+            fwd.server, fwd.port, fwd.error = server, port, None
+            self._assigned[spec.spec] = port
+            wanted = sticky or spec.local_port
+            moved = f" (port {wanted} was taken)" if wanted and wanted != port else ""
+            target = "SOCKS" if spec.dynamic else hostport(spec.remote_host, spec.remote_port)
+            log.info(
+                "%s: forward %s listening on %s -> %s%s",
+                self._name,
+                spec.spec,
+                hostport(fwd.bind_address, port),
+                target,
+                moved,
+            )
+            return
+        fwd.error = (
+            f"cannot listen on {fwd.bind_address}: {last.strerror if last else 'no free port'}"
+        )
+        log.error("%s: forward %s: %s", self._name, spec.spec, fwd.error)

@@ -1,0 +1,133 @@
+"""What the engine is told (:class:`TunnelOptions`, built from the config by
+:func:`tunnel_options`) and what it reports (:class:`TunnelStatus`)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from asyncssh.encryption import get_encryption_algs
+
+from ..config import DEFAULT_CIPHERS, Config
+from ..core.forward import ForwardSpec, parse_dynamic, parse_forward
+from ..core.policy import ReconnectPolicy
+
+__all__ = [
+    "ForwardStatus",
+    "TunnelOptions",
+    "TunnelStatus",
+    "forwards_of",
+    "tunnel_options",
+]
+
+
+@dataclass(frozen=True)
+class TunnelOptions:
+    """Engine settings; field names match the config keys (``ssh.*``, ``tunnels.*``,
+    ``reconnect.*``) without their section. Lists are accepted and stored as tuples."""
+
+    identity_files: tuple[str, ...] = ()
+    keepalive_interval: float = 5.0
+    keepalive_count_max: int = 2
+    connect_timeout: float = 15.0
+    ciphers: tuple[str, ...] = DEFAULT_CIPHERS
+    use_ssh_config: bool = True
+    bind_address: str = "127.0.0.1"
+    hold_seconds: float = 30.0
+    port_range: tuple[int, int] = (1024, 65535)
+    initial_delay: float = 0.5
+    max_delay: float = 30.0
+    reset_after: float = 60.0
+    give_up_after: float = 43200.0
+
+    def __post_init__(self) -> None:
+        for name in ("identity_files", "ciphers", "port_range"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+        if not self.bind_address.strip():
+            # '' means every interface to asyncio and asyncssh; the user must say so.
+            raise ValueError("bind_address is empty; use 127.0.0.1, or '*' for all interfaces")
+        if len(self.port_range) != 2 or not 1 <= self.port_range[0] <= self.port_range[1] <= 65535:
+            raise ValueError("port_range must be [low, high] with 1 <= low <= high <= 65535")
+        if self.keepalive_interval < 0 or self.keepalive_count_max < 1:
+            raise ValueError("keepalive_interval must be >= 0 and keepalive_count_max >= 1")
+        if self.connect_timeout <= 0 or self.hold_seconds < 0:
+            raise ValueError("connect_timeout must be > 0 and hold_seconds >= 0")
+        if not self.ciphers:
+            raise ValueError("ciphers is empty")
+        known = {alg.decode("ascii") for alg in get_encryption_algs()}
+        unknown = [c for c in self.ciphers if c not in known]
+        if unknown:
+            raise ValueError(
+                f"unknown cipher(s) {', '.join(unknown)}; supported: {', '.join(sorted(known))}"
+            )
+        self.policy()  # validates the reconnect fields
+
+    def policy(self) -> ReconnectPolicy:
+        return ReconnectPolicy(
+            initial_delay=self.initial_delay,
+            max_delay=self.max_delay,
+            reset_after=self.reset_after,
+            give_up_after=self.give_up_after,
+        )
+
+
+def tunnel_options(config: Config) -> TunnelOptions:
+    """The engine's settings from the config file."""
+    return TunnelOptions(
+        identity_files=tuple(config.ssh.identity_files),
+        keepalive_interval=config.ssh.keepalive_interval,
+        keepalive_count_max=config.ssh.keepalive_count_max,
+        connect_timeout=config.ssh.connect_timeout,
+        ciphers=tuple(config.ssh.ciphers),
+        use_ssh_config=config.ssh.use_ssh_config,
+        bind_address=config.tunnels.bind_address,
+        hold_seconds=config.tunnels.hold_seconds,
+        port_range=(config.tunnels.port_range[0], config.tunnels.port_range[1]),
+        initial_delay=config.reconnect.initial_delay,
+        max_delay=config.reconnect.max_delay,
+        reset_after=config.reconnect.reset_after,
+        give_up_after=config.reconnect.give_up_after,
+    )
+
+
+def forwards_of(config: Config) -> list[ForwardSpec]:
+    """Every forward the config asks for, local then dynamic."""
+    return [parse_forward(s) for s in config.tunnels.forwards] + [
+        parse_dynamic(s) for s in config.tunnels.dynamic_forwards
+    ]
+
+
+@dataclass(frozen=True)
+class ForwardStatus:
+    spec: str
+    dynamic: bool
+    bind_address: str
+    wanted_port: int
+    local_port: int | None  # None while not listening
+    remote: str  # "host:port", or "socks" for a dynamic forward
+    error: str | None = None  # why the port could not be bound
+    clients: int = 0  # local connections being served or held on this forward
+
+
+@dataclass(frozen=True)
+class TunnelStatus:
+    """A snapshot; ``since`` is wall-clock epoch seconds."""
+
+    user: str
+    host: str
+    port: int
+    state: str
+    since: float
+    forwards: tuple[ForwardStatus, ...]
+    bytes_sent: int  # local clients -> cluster
+    bytes_received: int  # cluster -> local clients
+    active_clients: int  # accepted local connections, held ones included
+    held_clients: int  # of those, waiting for the link to come back
+    reconnects: int
+    last_error: str | None
+    last_error_kind: str | None
+    next_attempt_in: float | None
+    host_key: str | None  # SHA256 fingerprint of the current connection's host key
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
