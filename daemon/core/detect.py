@@ -6,6 +6,11 @@ in the lines completed so far. It never touches the file system or the network.
 Most of a large log holds no endpoint, so lines are only decoded and read closely near a
 username (found with a fast byte search) or, for hints such as ``Public IP: ...`` that may
 precede the username, in the last few lines of each block. Everything else is only counted.
+
+Files are untrusted, so the work is linear in the input: every long repeat in a pattern is
+possessive (no backtracking), each line read closely is searched a fixed number of times
+(its hosts once, not once per username on it), and what a line may add is capped
+(MAX_HINTS per line, MAX_PENDING usernames waiting at once).
 """
 
 from __future__ import annotations
@@ -39,39 +44,49 @@ OVERLAP = 512
 MAX_ENDPOINTS = 1000
 MAX_REJECTIONS = 100
 
-_JOB_ID = re.compile(r"u[a-z]*prod_([A-Za-z0-9]+)")
-_ANSI = re.compile(r"\x1b\[[0-9;?]{0,32}[ -/]{0,4}[@-~]|\x1b\][^\x07\x1b]{0,512}(?:\x07|\x1b\\)")
-_TAG = re.compile(r"</?[A-Za-z][A-Za-z0-9-]{0,32}(?:\s[^<>]{0,2048})?/?>")
+# Hosts (or lone ports) kept per line, and usernames waiting for an address at once.
+MAX_HINTS = 8
+MAX_PENDING = 64
+
+# Possessive repeats (``*+``, ``++``, ``{m,n}+``) never give back what they took: written so
+# only where giving back could not have found another match, they keep every search linear.
+_ANSI = re.compile(r"\x1b\[[0-9;?]{0,32}+[ -/]{0,4}+[@-~]|\x1b\][^\x07\x1b]{0,512}+(?:\x07|\x1b\\)")
+_TAG = re.compile(r"</?[A-Za-z][A-Za-z0-9-]{0,32}+(?:\s[^<>]{0,2048}+)?/?>")
+_AT_SPACE = re.compile(r"@\s++")
 _INVISIBLE = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u2060\ufeff"))
 _SPACES = dict.fromkeys(map(ord, "\xa0\u2007\u202f\u2009\u3000"), " ")
 
 _IPV6_BARE = r"(?:[0-9A-Fa-f]{1,4})?(?::[0-9A-Fa-f]{0,4}){2,7}(?![\w:])"
-_HOSTCHARS = rf"\[[0-9A-Fa-f:.%]+\]|{_IPV6_BARE}|[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?"
+# A name: runs of letters and digits joined by runs of dots and dashes (so it ends in one).
+_HOSTCHARS = rf"\[[0-9A-Fa-f:.%]{{1,64}}+\]|{_IPV6_BARE}|[A-Za-z0-9]++(?:[.-]++[A-Za-z0-9]++)*+"
 _PORT_OPTION = re.compile(
-    r"""(?:^|\s)-p\s*(\d+)\b|-o\s*["']?Port[=\s]\s*(\d+)|\bport\b\s*(?:number)?\s*[:=#]?\s*(\d+)\b""",
+    r"""(?:^|\s)-p\s*+(\d++)\b|-o\s*+["']?+Port[=\s]\s*+(\d++)"""
+    r"""|\bport\b\s*+(?:number)?+\s*+[:=#]?+\s*+(\d++)\b""",
     re.IGNORECASE,
 )
 _IPV4 = re.compile(r"(?<![\w.])(\d{1,3}(?:\.\d{1,3}){3})(?!\w|\.\w)")
-_IPV6_BRACKETED = re.compile(r"\[([0-9A-Fa-f:.%]+)\](?::(\d+))?")
+_IPV6_BRACKETED = re.compile(r"\[([0-9A-Fa-f:.%]{1,64}+)\](?::(\d++))?+")
+_IPV6_FREE = re.compile(rf"(?<![\w:.\[])({_IPV6_BARE})")
+_DOTTED_NAME = re.compile(r"(?<![\w./@-])([A-Za-z0-9-]++(?:\.[A-Za-z0-9-]++){2,}+)(?![\w/@-])")
 _LABELLED_HOST = re.compile(
-    r"\b(?:(?:public|external|master(?:\s+node)?|cluster|head\s*node)\s+)?"
-    r"(?:ip(?:v[46])?(?:\s*address)?|address|host(?:\s*name)?|server|master(?:\s+node)?)"
-    rf"\s*[:=]\s*({_HOSTCHARS})(?::(\d+))?",
+    r"\b(?:(?:public|external|master(?:\s++node)?+|cluster|head\s*+node)\s++)?"
+    r"(?:ip(?:v[46])?+(?:\s*+address)?+|address|host(?:\s*+name)?+|server|master(?:\s++node)?+)"
+    rf"\s*+[:=]\s*+({_HOSTCHARS})(?::(\d++))?+",
     re.IGNORECASE,
 )
 _CONNECTING = re.compile(
-    rf"\b(?:connecting|authenticating)\s+to\s+({_HOSTCHARS})(?:\s+\[[^\]]*\])?"
-    r"(?::(\d+)|\s+port\s+(\d+))?",
+    rf"\b(?:connecting|authenticating)\s++to\s++({_HOSTCHARS})(?:\s++\[[^\]]{{0,256}}+\])?+"
+    r"(?::(\d++)|\s++port\s++(\d++))?+",
     re.IGNORECASE,
 )
 # Characters that never end an address in a command a person would run as printed.
 _SHELL_CHARS = frozenset("$`|&<>(){}\\")
 _SSH_CONTEXT = re.compile(r"\bssh\b|\bconnect|\bhost|\bnode\b|\baddress", re.IGNORECASE)
 _NOTEBOOK = re.compile(
-    r"https?://[^\s\"'<>/]{1,253}(?:/[^\s\"'<>/?]{0,256}){0,8}?/notebooks?/"
-    r"[^\s\"'<>?]{0,512}\?token=[^\s\"'<>;,]{1,512}"
+    r"https?://[^\s\"'<>/]{1,253}+(?:/[^\s\"'<>/?]{0,256}+){0,8}?/notebooks?/"
+    r"[^\s\"'<>?]{0,512}+\?token=[^\s\"'<>;,]{1,512}+"
 )
-_URL = re.compile(r"\b[a-z][a-z0-9+.-]{0,31}://[^\s\"'<>]+", re.IGNORECASE)
+_URL = re.compile(r"\b[a-z][a-z0-9+.-]{0,31}+://[^\s\"'<>]++", re.IGNORECASE)
 # Endings that make a dotted word a file name rather than a host in free text.
 _FILE_ENDINGS = frozenset(
     {
@@ -182,9 +197,11 @@ Finding = Endpoint | Rejection
 
 
 def job_id_of(user: str) -> str | None:
-    """The job id in a Rescale username (``uprod_<id>`` -> ``<id>``), else None."""
-    m = _JOB_ID.fullmatch(user)
-    return m.group(1) if m else None
+    """The job id in a Rescale username (``u[a-z]*prod_<id>`` -> ``<id>``), else None."""
+    head, sep, job = user.partition("_")
+    if not (sep and job.isascii() and job.isalnum() and head.isascii() and head.isalpha()):
+        return None
+    return job if head.islower() and head.startswith("u") and head[1:].endswith("prod") else None
 
 
 def check_host(host: str, allow_private: bool) -> tuple[str, str | None]:
@@ -223,6 +240,9 @@ class _Hint:
     host: str | None
     port: int | None
     strong: bool  # labelled or on an ssh/connect line, not just an address in free text
+    # check_host's verdict on ``host``, worked out once when the hint is made.
+    checked: str = ""
+    reason: str | None = None
 
 
 @dataclass
@@ -261,7 +281,7 @@ class Detector:
         # A literal every default-pattern username holds: bytes.find beats the regex engine.
         self._literal = b"prod_" if username_pattern == DEFAULT_USERNAME_PATTERN else None
         self._pair = re.compile(
-            rf"(?:ssh://)?(?<![A-Za-z0-9_])({username_pattern})@({_HOSTCHARS})(?::(\d+))?"
+            rf"(?:ssh://)?(?<![A-Za-z0-9_])({username_pattern})@({_HOSTCHARS})(?::(\d++))?+"
         )
         self._head = b""  # bytes kept until the encoding is known
         self._decoder: codecs.IncrementalDecoder | None = None
@@ -270,9 +290,11 @@ class Detector:
         self._line = 0  # lines completed so far
         self._scanned_to = 0  # lines up to this number were read closely
         self._hints: deque[_Hint] = deque()
-        self._pending: list[_Pending] = []
+        self._pending: dict[str, _Pending] = {}
         self._notebooks: deque[tuple[int, str]] = deque(maxlen=16)
         self._emitted: dict[tuple[str, str, int], Endpoint] = {}
+        # Emitted endpoints by job id, with their place in ``_emitted``.
+        self._by_job: dict[str, list[tuple[int, tuple[str, str, int]]]] = {}
         self._rejections = 0
 
     # -- bytes in -------------------------------------------------------------------
@@ -413,59 +435,77 @@ class Detector:
             out += self._attach_notebook(m.group(0))
         if "://" in text:
             text = _URL.sub(lambda m: " " if "@" not in m.group(0) else m.group(0), text)
-        plain = text
-        line_port = _first_port(plain)
+        line_port = _first_port(text)
         paired_users: set[str] = set()
-        for m in self._pair.finditer(plain):
+        for m in self._pair.finditer(text):
             user, host, port_text = m.group(1), m.group(2), m.group(3)
             paired_users.add(user)
-            if plain[m.end() : m.end() + 1] in _SHELL_CHARS:
+            if text[m.end() : m.end() + 1] in _SHELL_CHARS:
                 out += self._reject(
-                    number, m.group(0) + plain[m.end()], "shell metacharacters after the address"
+                    number, m.group(0) + text[m.end()], "shell metacharacters after the address"
                 )
                 continue
             port = int(port_text) if port_text else line_port
             out += self._found(user, host, port if port is not None else 22, number, m.group(0))
-        hints = self._line_hints(number, plain)
+        hints = self._line_hints(number, text, line_port)
         self._hints.extend(hints)
-        for m in self._user.finditer(plain):
+        free: list[_Hint] | None = None  # this line's hosts: worked out once, if needed
+        for m in self._user.finditer(text):
             user = m.group(0)
             if user in paired_users:
                 continue
+            paired_users.add(user)  # the rest of this line says nothing new about it
             pending = self._waiting(user, number)
+            if pending is None:
+                out += self._reject(
+                    number, user, f"more than {MAX_PENDING} usernames waiting for an address"
+                )
+                continue
+            if free is None:
+                # An address on the username's own line is strong evidence even unlabelled.
+                free = _free_hosts(text, number)[:MAX_HINTS]
+                for hint in free:
+                    self._check(hint)
             pending.line = number
             pending.hosts = [h for h in self._hints if h.host is not None]
             pending.ports = [h for h in self._hints if h.host is None]
-            # An address on the username's own line is strong evidence even unlabelled.
-            for h in _free_hosts(plain, number):
-                pending.hosts.append(h)
+            pending.hosts += free
             if line_port is not None:
                 pending.ports.append(_Hint(number, None, line_port, True))
-        for pending in self._pending:
-            if pending.line != number and abs(number - pending.line) <= WINDOW:
-                pending.hosts += [h for h in hints if h.host is not None]
-                pending.ports += [h for h in hints if h.host is None]
+        if hints:
+            for pending in self._pending.values():
+                if pending.line != number and abs(number - pending.line) <= WINDOW:
+                    pending.hosts += [h for h in hints if h.host is not None]
+                    pending.ports += [h for h in hints if h.host is None]
         return out
 
-    def _line_hints(self, number: int, text: str) -> list[_Hint]:
-        hints = []
+    def _line_hints(self, number: int, text: str, port: int | None) -> list[_Hint]:
+        """Labelled hosts on a line (at most MAX_HINTS), else its port if it names one."""
+        hints: list[_Hint] = []
         for m in _CONNECTING.finditer(text):
-            port = m.group(2) or m.group(3)
-            hints.append(_Hint(number, m.group(1), int(port) if port else None, True))
+            if len(hints) >= MAX_HINTS:
+                break
+            port_text = m.group(2) or m.group(3)
+            hints.append(_Hint(number, m.group(1), int(port_text) if port_text else None, True))
         for m in _LABELLED_HOST.finditer(text):
+            if len(hints) >= MAX_HINTS:
+                break
             hints.append(_Hint(number, m.group(1), int(m.group(2)) if m.group(2) else None, True))
-        if not hints:
-            port = _first_port(text)
-            if port is not None:
-                hints.append(_Hint(number, None, port, True))
+        for hint in hints:
+            self._check(hint)
+        if not hints and port is not None:
+            hints.append(_Hint(number, None, port, True))
         return hints
 
-    def _waiting(self, user: str, number: int) -> _Pending:
-        for pending in self._pending:
-            if pending.user == user:
-                return pending
-        pending = _Pending(user, number)
-        self._pending.append(pending)
+    def _check(self, hint: _Hint) -> None:
+        assert hint.host is not None
+        hint.checked, hint.reason = check_host(hint.host, self.allow_private)
+
+    def _waiting(self, user: str, number: int) -> _Pending | None:
+        """The waiting entry of ``user`` (made now if new; None when too many wait)."""
+        pending = self._pending.get(user)
+        if pending is None and len(self._pending) < MAX_PENDING:
+            pending = self._pending[user] = _Pending(user, number)
         return pending
 
     def _expire(self, line: int) -> None:
@@ -479,10 +519,10 @@ class Detector:
         order of findings the same however the bytes were chunked.
         """
         out: list[Finding] = []
-        keep: list[_Pending] = []
-        for pending in self._pending:
+        keep: dict[str, _Pending] = {}
+        for user, pending in self._pending.items():
             if upto is not None and upto - pending.line < WINDOW:
-                keep.append(pending)
+                keep[user] = pending
                 continue
             out += self._resolve(pending)
         self._pending = keep
@@ -490,23 +530,22 @@ class Detector:
 
     def _resolve(self, pending: _Pending) -> list[Finding]:
         """Pick the nearest usable host for a lone username, and its port."""
-        by_distance = sorted(
-            pending.hosts, key=lambda h: (not h.strong, abs(h.line - pending.line), h.line)
-        )
-        rejected: list[tuple[_Hint, str, str]] = []
-        for hint in by_distance:
-            assert hint.host is not None
-            host, reason = check_host(hint.host, self.allow_private)
-            if reason is None:
-                port = hint.port
-                if port is None:
-                    near = sorted(pending.ports, key=lambda h: abs(h.line - pending.line))
-                    port = near[0].port if near else 22
-                return self._found(pending.user, host, port or 22, pending.line, None)
-            rejected.append((hint, host, reason))
-        if rejected:
-            hint, host, reason = rejected[0]
-            return self._reject(hint.line, f"{pending.user} at {host}", reason)
+
+        def rank(h: _Hint) -> tuple[bool, int, int]:
+            return (not h.strong, abs(h.line - pending.line), h.line)
+
+        usable = [h for h in pending.hosts if h.reason is None]
+        if usable:
+            best = min(usable, key=rank)
+            port = best.port
+            if port is None:
+                near = min(pending.ports, key=lambda h: abs(h.line - pending.line), default=None)
+                port = near.port if near is not None else 22
+            return self._found(pending.user, best.checked, port or 22, pending.line, None)
+        if pending.hosts:
+            worst = min(pending.hosts, key=rank)
+            assert worst.reason is not None
+            return self._reject(worst.line, f"{pending.user} at {worst.checked}", worst.reason)
         return []
 
     # -- results --------------------------------------------------------------------
@@ -530,6 +569,8 @@ class Detector:
         job = job_id_of(user)
         endpoint = Endpoint(user, host, port, job, self.source, line, self._notebook_for(job, line))
         self._emitted[key] = endpoint
+        if job:
+            self._by_job.setdefault(job, []).append((len(self._emitted), key))
         return [endpoint]
 
     def _reject(self, line: int, candidate: str, reason: str) -> list[Finding]:
@@ -550,10 +591,14 @@ class Detector:
         return None
 
     def _attach_notebook(self, url: str) -> list[Finding]:
-        """A notebook named after its endpoint updates that endpoint."""
+        """A notebook named after its endpoint (a ``/<job id>/`` in its path) updates it."""
         out: list[Finding] = []
-        for key, endpoint in self._emitted.items():
-            if endpoint.job_id and f"/{endpoint.job_id}/" in url and endpoint.notebook_url != url:
+        if not self._by_job:
+            return out
+        jobs = dict.fromkeys(url.split("/")[1:-1])  # segments with a slash on both sides
+        for _, key in sorted(entry for job in jobs for entry in self._by_job.get(job, ())):
+            endpoint = self._emitted[key]
+            if endpoint.notebook_url != url:
                 self._emitted[key] = replace(endpoint, notebook_url=url)
                 out.append(self._emitted[key])
         return out
@@ -593,7 +638,9 @@ def _normalise(raw: bytes) -> str:
         text = _ANSI.sub("", text)
     if "<" in text or "&" in text:
         text = html.unescape(_TAG.sub(" ", text))
-        text = re.sub(r"@\s+", "@", text)
+        text = _AT_SPACE.sub("@", text)
+    if text.isascii():
+        return text
     return text.translate(_INVISIBLE).translate(_SPACES)
 
 
@@ -611,13 +658,13 @@ def _free_hosts(text: str, number: int) -> list[_Hint]:
         _Hint(number, m.group(1), int(m.group(2)) if m.group(2) else None, False)
         for m in _IPV6_BRACKETED.finditer(text)
     ]
-    for m in re.finditer(rf"(?<![\w:.\[])({_IPV6_BARE})", text):
+    for m in _IPV6_FREE.finditer(text):
         if _is_ipv6(m.group(1)):
             hints.append(_Hint(number, m.group(1), None, False))
     if not _SSH_CONTEXT.search(text):
         # A dotted word in prose is more often a file than a host.
         return hints
-    for m in re.finditer(r"(?<![\w./@-])([A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+){2,})(?![\w/@-])", text):
+    for m in _DOTTED_NAME.finditer(text):
         name = m.group(1).rstrip(".")
         ending = name.rsplit(".", 1)[-1].lower()
         if ending.isalpha() and len(ending) >= 2 and ending not in _FILE_ENDINGS:
