@@ -227,6 +227,24 @@ class TunnelsConfig:
         list,
         _port_range,
     )
+    max_automatic: int = _key(
+        8,
+        "Endpoints connected automatically at once (newest first); more wait as pending.",
+        int,
+        _between(0, 10000),
+    )
+    max_per_file: int = _key(
+        3,
+        "Of those, from any one log file; more wait as pending (`jobtunnel connect`).",
+        int,
+        _between(0, 10000),
+    )
+    new_per_minute: int = _key(
+        10,
+        "New endpoints connected automatically in any minute; more wait as pending.",
+        int,
+        _between(0, 100000),
+    )
 
 
 @dataclass(frozen=True)
@@ -281,6 +299,12 @@ class DaemonConfig:
         "Seconds between state snapshots (changes are also saved at once).",
         (int, float),
         _at_least(1),
+    )
+    forget_after_days: float = _key(
+        14,
+        "Endpoints that no log names any more are dropped after this many days unseen.",
+        (int, float),
+        _at_least(0),
     )
 
 

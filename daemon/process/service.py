@@ -1,8 +1,9 @@
 """The long-running service behind ``jobtunnel run``.
 
-Data flows one way: watched files -> detectors -> the state's endpoints -> one
+Data flows one way: watched files -> detectors -> the endpoint book -> one
 :class:`~jobtunnel.daemon.engine.tunnel.Tunnel` each -> status events on the control API.
-Commands come back only through the control API handlers below.
+Commands come back only through the control API handlers below. The book decides
+(which tunnels should exist, with which ports); the service applies its plans.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from .. import __version__, paths
 from ..api.server import ControlServer
 from ..api.wire import ControlError
 from ..config import Config, ConfigError, load_config
+from ..core.book import Book, Limits, NoMove, Plan, Record, Source
 from ..core.detect import Detector, Endpoint, Rejection, check_host, job_id_of
 from ..engine.hostkeys import HostKeyStore
 from ..engine.options import TunnelStatus, forwards_of, tunnel_options
@@ -30,7 +32,7 @@ from ..engine.passphrase import keyring_source
 from ..engine.tunnel import Tunnel
 from .instance import InstanceLock
 from .scan import scan_file
-from .store import EndpointRecord, State, Store, StoreError
+from .store import Store, StoreError, record_to_dict
 from .systemd import Notifier
 from .watch import LogUpdate, LogWatcher
 
@@ -65,7 +67,8 @@ class Service:
         self.config = config
         self.config_path = config_path
         self.store = Store()
-        self.state = State()
+        self.book = Book(limits=limits_of(config))
+        self._saved_version = 0
         self.host_keys = HostKeyStore(paths.known_hosts_file())
         self.tunnels: dict[Key, Tunnel] = {}
         self.detectors: dict[Path, Detector] = {}
@@ -100,7 +103,7 @@ class Service:
 
     async def _start(self) -> None:
         try:
-            self.state = self.store.load()
+            self.book = Book(self.store.load(), limits_of(self.config))
         except StoreError as exc:
             # An unreadable file that could not be moved aside: run, but never save over it.
             log.error("%s; running without saving state", exc)
@@ -110,9 +113,10 @@ class Service:
             loop.add_signal_handler(sig, self.request_stop)
         loop.add_signal_handler(signal.SIGHUP, lambda: self._spawn(self.reload()))
         await self.control.start()
-        for rec in self.state:
-            if rec.action == "active":
-                await self._open_tunnel(rec)
+        files = {f for rec in self.book for f in rec.files}
+        present = await asyncio.to_thread(lambda: {f for f in files if os.path.exists(f)})
+        await self._apply(self.book.restore(time.time(), present.__contains__))
+        self._save_soon()
         await self.watcher.start()
         self._start_scheduler()
         self._arm_watchdog()
@@ -127,14 +131,20 @@ class Service:
             self.scheduler.shutdown(wait=False)
         if self._watchdog_handle is not None:
             self._watchdog_handle.cancel()
+        self._stopping.set()  # no tunnel opens from here on
         await self.watcher.stop()
-        await asyncio.gather(*(t.stop() for t in self.tunnels.values()), return_exceptions=True)
-        self._remember_ports()
-        self._save_now()
-        await self.control.close()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        # A tunnel opened while others stopped is stopped in the next round.
+        for _ in range(10):
+            if not self.tunnels:
+                break
+            stopping = list(self.tunnels.values())
+            self.tunnels.clear()
+            await asyncio.gather(*(t.stop() for t in stopping), return_exceptions=True)
+        self._save_now()
+        await self.control.close()
         self.notifier.close()
         log.info("stopped")
 
@@ -181,41 +191,58 @@ class Service:
             else:
                 self._spawn(self._on_endpoint(finding, explicit=False))
 
-    async def _on_endpoint(self, endpoint: Endpoint, *, explicit: bool) -> EndpointRecord:
-        known = self.state.get(endpoint.key)
-        done = self.state.add(endpoint) if explicit else self.state.upsert(endpoint)
-        rec = done.record
-        if done.stale:
-            return rec
-        if done.replaced is not None:
-            old = self.tunnels.pop(done.replaced.key, None)
-            if old is not None:
-                log.info("%s: replaced by %s (cluster restarted)", done.replaced.name, rec.name)
-                await old.end("cluster restarted at a new address")
-        if known is None:
-            log.info(
-                "new endpoint %s (job %s) from %s:%d",
-                rec.name,
-                rec.job_id,
-                endpoint.source,
-                endpoint.line,
-            )
-        if rec.action == "active" and rec.key not in self.tunnels:
-            await self._open_tunnel(rec)
-        elif rec.action != "active":
-            log.info("%s is %s; not connecting", rec.name, rec.action)
-        self._save_soon()
+    async def _on_endpoint(self, endpoint: Endpoint, *, explicit: bool) -> Record | None:
+        rec: Record | None
+        if explicit:
+            rec, plan = self.book.add(endpoint, self._user_source(endpoint), time.time())
+        else:
+            plan = self.book.found(endpoint, self._source_of(endpoint), time.time())
+            rec = self.book.get(endpoint.key)
+        await self._apply(plan)
+        return rec
+
+    def _source_of(self, endpoint: Endpoint) -> Source:
+        try:
+            mtime = os.stat(endpoint.source).st_mtime
+        except OSError:
+            mtime = time.time()  # gone already: as new as the bytes just read
+        return Source.file(endpoint.source, endpoint.line, mtime)
+
+    @staticmethod
+    def _user_source(endpoint: Endpoint) -> Source:
+        path = None if endpoint.source == "added by the user" else endpoint.source
+        return Source.user(time.time(), path, endpoint.line)
+
+    async def _apply(self, plan: Plan) -> None:
+        """Do what the book decided: end, stop, then open; log its notes."""
+        for note in plan.notes:
+            log.info("%s", note)
+        for key, reason in plan.end:
+            tunnel = self.tunnels.pop(key, None)
+            if tunnel is not None:
+                await tunnel.end(reason)
+        for key in plan.stop:
+            tunnel = self.tunnels.get(key)
+            if tunnel is not None:
+                await tunnel.stop()
+        for key in plan.open:
+            rec = self.book.get(key)
+            if rec is not None:
+                await self._open_tunnel(rec)
+        self._saved_if_changed()
         # Coalesced: a log naming 1000 endpoints must not publish 1000 full snapshots.
         self._publish_soon()
-        return rec
 
     # -- tunnels ---------------------------------------------------------------------
 
-    async def _open_tunnel(self, rec: EndpointRecord) -> Tunnel:
+    async def _open_tunnel(self, rec: Record) -> Tunnel | None:
+        if self._stopping.is_set():
+            return None
         existing = self.tunnels.get(rec.key)
-        if existing is not None:
+        if existing is not None and existing.state.value != "ended":
             await existing.start()
             return existing
+        key = rec.key
         tunnel = Tunnel(
             rec.user,
             rec.host,
@@ -225,27 +252,28 @@ class Service:
             assigned_ports=rec.ports,
             host_keys=self.host_keys,
             passphrase=keyring_source,  # opted-in (`jobtunnel keys remember`); else skipped
-            reserved_ports=lambda: self._ports_of_others(rec.key),
+            reserved_ports=lambda: self.book.ports_of_others(key),
         )
-        self.tunnels[rec.key] = tunnel
-        tunnel.subscribe(lambda status: self._on_status(rec.key, status))
+        self.tunnels[key] = tunnel
+        tunnel.subscribe(lambda status: self._on_status(key, tunnel, status))
         await tunnel.start()
-        self._remember_ports(rec.key)
+        self._remember_ports(key)
         return tunnel
 
-    def _ports_of_others(self, key: Key) -> set[int]:
-        """Ports other endpoints (not forgotten) hold or will take back when they open."""
-        return {
-            port
-            for rec in self.state
-            if rec.key != key and rec.action != "forgotten"
-            for port in rec.ports.values()
-        }
-
-    def _on_status(self, key: Key, status: TunnelStatus) -> None:
-        if self._remember_ports(key):
-            self._save_soon()
+    def _on_status(self, key: tuple[str, str, int], tunnel: Tunnel, status: TunnelStatus) -> None:
+        if self.tunnels.get(key) is tunnel and status is not None:
+            if status.state == "ended":
+                # Gave up by itself (the service pops the tunnels it ends).
+                self.book.ended(key, status.last_error or "gave up")
+            elif status.state == "up":
+                self.book.seen(key, time.time())
+        self._remember_ports(key)
+        self._saved_if_changed()
         self._publish_soon()
+
+    def _saved_if_changed(self) -> None:
+        if self.book.version != self._saved_version:
+            self._save_soon()
 
     def _publish_soon(self) -> None:
         """Coalesce bursts (many clients connecting at once) into one status event."""
@@ -253,32 +281,17 @@ class Service:
             loop = asyncio.get_running_loop()
             self._publish_handle = loop.call_later(PUBLISH_DELAY, self._publish)
 
-    def _remember_ports(self, only: Key | None = None) -> bool:
-        """Copy every tunnel's (or ``only`` one's) bound ports into the state; True if
-        anything changed."""
-        changed = False
+    def _remember_ports(self, only: tuple[str, str, int] | None = None) -> None:
+        """Tell the book the ports every tunnel (or ``only`` one) has bound."""
         tunnels = self.tunnels.items() if only is None else [(only, self.tunnels.get(only))]
         for key, tunnel in tunnels:
             if tunnel is None:
                 continue
-            rec = self.state.get(key)
-            if rec is None:
-                continue
-            ports = {**rec.ports, **tunnel.assigned_ports()}
-            if ports != rec.ports:
-                rec.ports = ports
-                changed = True
-        return changed
-
-    async def _close_tunnel(self, key: Key, *, end: bool) -> None:
-        tunnel = self.tunnels.pop(key, None) if end else self.tunnels.get(key)
-        if tunnel is None:
-            return
-        self._remember_ports()
-        if end:
-            await tunnel.end("forgotten by the user")
-        else:
-            await tunnel.stop()
+            lease = self.book.lease(key)
+            for spec in forwards_of(self.config):
+                port = tunnel.assigned_ports().get(spec.spec)
+                if port is not None:
+                    lease.bound(spec, port)
 
     # -- state file ------------------------------------------------------------------
 
@@ -293,7 +306,8 @@ class Service:
             self._save_handle.cancel()
             self._save_handle = None
         try:
-            self.store.save(self.state)
+            self.store.save(self.book)
+            self._saved_version = self.book.version
         except StoreError as exc:
             if self.save_error != str(exc):
                 log.error("%s; the previous state file is kept", exc)
@@ -340,6 +354,10 @@ class Service:
 
     async def _snapshot(self) -> None:
         self._remember_ports()
+        files = {f for rec in self.book for f in rec.files}
+        present = await asyncio.to_thread(lambda: {f for f in files if os.path.exists(f)})
+        for rec in self.book.prune(time.time(), present.__contains__, self.tunnels):
+            log.info("%s: not seen for a long time; dropped", rec.name)
         self._save_now()
 
     def _arm_watchdog(self) -> None:
@@ -364,6 +382,7 @@ class Service:
             log.error("config not reloaded, the old one stays in force:\n%s", exc)
             return
         old, self.config = self.config, config
+        self.book.limits = limits_of(config)
         if (config.watch, config.detect) != (old.watch, old.detect):
             log.info("reload: watched folders or detection changed; restarting the watcher")
             await self.watcher.stop()
@@ -378,7 +397,7 @@ class Service:
             for key in keys:
                 await self.tunnels.pop(key).end("settings changed")
             for key in keys:
-                rec = self.state.get(key)
+                rec = self.book.get(key)
                 if rec is not None and rec.action == "active":
                     await self._open_tunnel(rec)
         if config.daemon != old.daemon:
@@ -393,7 +412,7 @@ class Service:
         states = [t.state.value for t in self.tunnels.values()]
         up = states.count("up")
         waiting = sum(s in ("connecting", "reconnecting", "pending") for s in states)
-        return f"{up} tunnels up, {waiting} connecting, {len(self.state)} endpoints known"
+        return f"{up} tunnels up, {waiting} connecting, {len(self.book)} endpoints known"
 
     def _publish(self) -> None:
         if self._publish_handle is not None:
@@ -403,7 +422,7 @@ class Service:
 
     def status(self) -> dict[str, Any]:
         """The ``status`` reply: the daemon, then every endpoint not forgotten."""
-        endpoints = [self._endpoint_status(rec) for rec in self.state if rec.action != "forgotten"]
+        endpoints = [self._endpoint_status(rec) for rec in self.book if rec.action != "forgotten"]
         return {
             "daemon": {
                 "pid": os.getpid(),
@@ -421,9 +440,10 @@ class Service:
             "endpoints": endpoints,
         }
 
-    def _endpoint_status(self, rec: EndpointRecord) -> dict[str, Any]:
+    def _endpoint_status(self, rec: Record) -> dict[str, Any]:
         tunnel = self.tunnels.get(rec.key)
         status = tunnel.status() if tunnel is not None else None
+        saved = record_to_dict(rec)
         forwards = []
         for spec in forwards_of(self.config):
             fs = next((f for f in status.forwards if f.spec == spec.spec), None) if status else None
@@ -452,7 +472,7 @@ class Service:
             # A paused endpoint's tunnel is merely stopped; "paused" says why.
             "state": "paused"
             if rec.action == "paused"
-            else (status.state if status else "stopped"),
+            else (status.state if status else ("ended" if rec.finished else "stopped")),
             "since": status.since if status else rec.last_seen,
             "last_error": status.last_error if status else None,
             "last_error_kind": status.last_error_kind if status else None,
@@ -460,10 +480,14 @@ class Service:
             "bytes_sent": status.bytes_sent if status else 0,
             "bytes_received": status.bytes_received if status else 0,
             "host_key": status.host_key if status else None,
-            "source": rec.source,
-            "line": rec.line,
+            "source": saved["source"],
+            "line": saved["line"],
             "notebook_url": rec.notebook_url,
             "forwards": forwards,
+            "source_info": saved["source_info"],
+            "pending_move": saved["pending_move"],
+            "waiting_reason": rec.waiting_reason,
+            "refused_key": getattr(status, "refused_key", None) if status else None,
         }
 
     # -- control API -----------------------------------------------------------------
@@ -483,14 +507,15 @@ class Service:
             "pause": self._cmd_pause,
             "resume": self._cmd_resume,
             "stop": self._cmd_stop,
+            "switch": self._cmd_switch,
         }
 
-    def _resolve(self, args: dict[str, Any]) -> EndpointRecord:
+    def _resolve(self, args: dict[str, Any]) -> Record:
         name = args.get("name")
         if not isinstance(name, str):
             raise CommandError("name an endpoint: a job id or user@host:port")
         try:
-            return self.state.resolve(name)
+            return self.book.resolve(name)
         except LookupError as exc:
             raise CommandError(str(exc)) from None
 
@@ -498,7 +523,7 @@ class Service:
         return self.status()
 
     async def _cmd_list(self, args: dict[str, Any]) -> Any:
-        return [rec.to_dict() for rec in self.state]
+        return [record_to_dict(rec) for rec in self.book]
 
     async def _cmd_add(self, args: dict[str, Any]) -> Any:
         target = args.get("target")
@@ -506,7 +531,7 @@ class Service:
             raise CommandError("add what? a job log file or USER@HOST[:PORT]")
         endpoints = await self._endpoints_from(target.strip())
         added = [await self._on_endpoint(ep, explicit=True) for ep in endpoints]
-        return [rec.name for rec in added]
+        return [rec.name for rec in added if rec is not None]
 
     async def _endpoints_from(self, target: str) -> list[Endpoint]:
         path = Path(target).expanduser()
@@ -549,14 +574,12 @@ class Service:
 
     async def _cmd_connect(self, args: dict[str, Any]) -> Any:
         rec = self._resolve(args)
-        rec.action = "active"
-        await self._open_tunnel(rec)
-        self._save_soon()
+        await self._apply(self.book.connect(rec))
         return rec.name
 
     async def _cmd_disconnect(self, args: dict[str, Any]) -> Any:
         rec = self._resolve(args)
-        await self._close_tunnel(rec.key, end=False)
+        await self._apply(self.book.disconnect(rec))
         self._publish()
         return rec.name
 
@@ -571,8 +594,24 @@ class Service:
 
     async def _cmd_trust(self, args: dict[str, Any]) -> Any:
         tunnel = self._open_tunnel_of(args)
-        tunnel.accept_new_host_key()
+        fingerprint = args.get("fingerprint")
+        if fingerprint is None:
+            tunnel.accept_new_host_key()
+        elif isinstance(fingerprint, str) and fingerprint.startswith("SHA256:"):
+            tunnel.accept_new_host_key(fingerprint)  # type: ignore[call-arg]
+        else:
+            raise CommandError("a fingerprint looks like SHA256:... (as `status` shows it)")
         return tunnel.name
+
+    async def _cmd_switch(self, args: dict[str, Any]) -> Any:
+        rec = self._resolve(args)
+        try:
+            plan = self.book.switch(rec)
+        except NoMove as exc:
+            raise CommandError(str(exc)) from None
+        await self._apply(plan)
+        self._publish()
+        return rec.name
 
     def _open_tunnel_of(self, args: dict[str, Any]) -> Tunnel:
         """The running tunnel of the endpoint named in ``args``."""
@@ -584,34 +623,30 @@ class Service:
 
     async def _cmd_forget(self, args: dict[str, Any]) -> Any:
         rec = self._resolve(args)
-        rec.action = "forgotten"
-        await self._close_tunnel(rec.key, end=True)
-        self._save_soon()
+        self._remember_ports(rec.key)
+        await self._apply(self.book.forget(rec))
         self._publish()
         return rec.name
 
-    async def _set_action_all_or_one(self, args: dict[str, Any], action: str) -> list[str]:
-        records = (
-            [self._resolve(args)]
-            if args.get("name") is not None
-            else [r for r in self.state if r.action != "forgotten"]
-        )
-        for rec in records:
-            if action == "paused":
-                rec.action = "paused"
-                await self._close_tunnel(rec.key, end=False)
-            else:
-                rec.action = "active"
-                await self._open_tunnel(rec)
-        self._save_soon()
+    def _named_or_all(self, args: dict[str, Any]) -> list[Record]:
+        if args.get("name") is not None:
+            return [self._resolve(args)]
+        return [r for r in self.book if r.action != "forgotten"]
+
+    async def _cmd_pause(self, args: dict[str, Any]) -> Any:
+        records = self._named_or_all(args)
+        self._remember_ports()
+        await self._apply(self.book.pause(records))
         self._publish()
         return [rec.name for rec in records]
 
-    async def _cmd_pause(self, args: dict[str, Any]) -> Any:
-        return await self._set_action_all_or_one(args, "paused")
-
     async def _cmd_resume(self, args: dict[str, Any]) -> Any:
-        return await self._set_action_all_or_one(args, "active")
+        if args.get("name") is not None:
+            return [await self._cmd_connect(args)]
+        records = self._named_or_all(args)
+        await self._apply(self.book.resume(records))
+        self._publish()
+        return [rec.name for rec in records]
 
     async def _cmd_stop(self, args: dict[str, Any]) -> Any:
         # Reply first; the shutdown follows on the next loop turn.
@@ -633,6 +668,18 @@ def _forward_state(status: TunnelStatus | None, fs: Any) -> str:
     return "up" if status.state == "up" else "held"
 
 
+def limits_of(config: Config) -> Limits:
+    """The book's bounds from the config file."""
+    t = config.tunnels
+    return Limits(
+        max_automatic=t.max_automatic,
+        max_per_file=t.max_per_file,
+        new_per_minute=t.new_per_minute,
+        forget_after=config.daemon.forget_after_days * 86400.0,
+        port_range=(t.port_range[0], t.port_range[1]),
+    )
+
+
 class _NullStore(Store):
     """Stands in when the state file must not be overwritten."""
 
@@ -640,5 +687,5 @@ class _NullStore(Store):
         super().__init__()
         self.why = why
 
-    def save(self, state: State) -> None:
+    def save(self, records: Iterable[Record]) -> None:
         raise StoreError(f"not saving: {self.why}")

@@ -13,6 +13,7 @@ import socket
 from pathlib import Path
 
 from jobtunnel.daemon.config import Config, TunnelsConfig
+from jobtunnel.daemon.core.book import Source
 from jobtunnel.daemon.core.detect import Endpoint
 from jobtunnel.daemon.core.policy import port_candidates
 from jobtunnel.daemon.process.service import Service
@@ -50,8 +51,11 @@ def test_a_taken_sticky_port_does_not_steal_another_endpoints_port(isolated_home
 
     async def body() -> dict[str, int]:
         service = Service(config)
-        first = service.state.upsert(Endpoint("u", "127.0.0.1", 1, None, "t", 1)).record
-        second = service.state.upsert(Endpoint("u", "127.0.0.2", 1, None, "t", 2)).record
+        for host, line in (("127.0.0.1", 1), ("127.0.0.2", 2)):
+            endpoint = Endpoint("u", host, 1, None, "t", line)
+            service.book.found(endpoint, Source.file("t", line, 0.0), 0.0)
+        first = service.book.resolve("u@127.0.0.1:1")
+        second = service.book.resolve("u@127.0.0.2:1")
         first.ports = {spec: base}
         second.ports = {spec: base + 1}
         with socket.socket() as squatter:  # a passing connection holds the first's port

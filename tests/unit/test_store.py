@@ -1,5 +1,5 @@
 """The persisted state: round trips, atomic saves that fail cleanly, corrupt files moved
-aside, and the endpoint operations (replace by job, forgotten stays forgotten, resolve)."""
+aside, files written before the book's keys. The book's rules: tests/unit/test_book.py."""
 
 from __future__ import annotations
 
@@ -12,14 +12,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from jobtunnel.daemon.core.book import Book, Source
 from jobtunnel.daemon.core.detect import Endpoint
 from jobtunnel.daemon.process.store import (
     SCHEMA_VERSION,
-    AmbiguousName,
-    State,
     Store,
     StoreError,
-    UnknownName,
+    record_to_dict,
     state_file,
 )
 
@@ -38,13 +37,22 @@ def ep(
     return Endpoint(user or f"uprod_{job}", host, port, job, source, line, url)
 
 
-def sample() -> State:
-    s = State()
-    s.upsert(ep("abc", url="http://1.2.3.4:8888/notebooks/x?token=t"), now=100.0)
-    s.upsert(ep("def", host="5.6.7.8", port=32100), now=101.0)
-    s.endpoints[("uprod_abc", "1.2.3.4", 22)].ports = {"8888": 8888, "127.0.0.1:9000:h:90": 9001}
-    s.pause("def")
+def found(book: Book, e: Endpoint, now: float = 100.0) -> None:
+    book.found(e, Source.file(e.source, e.line, now - 50), now)
+
+
+def sample() -> Book:
+    s = Book()
+    found(s, ep("abc", url="http://1.2.3.4:8888/notebooks/x?token=t"), 100.0)
+    found(s, ep("def", host="5.6.7.8", port=32100), 101.0)
+    s.resolve("abc").ports = {"8888": 8888, "127.0.0.1:9000:h:90": 9001}
+    s.pause([s.resolve("def")])
+    s.found(ep("abc", host="9.8.7.6", line=50), Source.file("/logs/b.log", 50, 99.0), 102.0)
     return s
+
+
+def dump(records: Any) -> list[dict[str, Any]]:
+    return [record_to_dict(r) for r in sorted(records, key=lambda r: r.key)]
 
 
 def test_round_trip_and_file_modes(tmp_path: Path) -> None:
@@ -53,12 +61,14 @@ def test_round_trip_and_file_modes(tmp_path: Path) -> None:
     store.save(sample())
     assert stat.S_IMODE(store.path.stat().st_mode) == 0o600
     assert stat.S_IMODE(store.path.parent.stat().st_mode) == 0o700
-    loaded = store.load()
-    assert loaded.to_dict() == sample().to_dict()
+    loaded = Book(store.load())
+    assert dump(loaded) == dump(sample())
     rec = loaded.resolve("abc")
     assert rec.ports == {"8888": 8888, "127.0.0.1:9000:h:90": 9001}
     assert rec.notebook_url and rec.first_seen == 100.0
     assert loaded.resolve("def").action == "paused"
+    assert rec.move is not None and rec.move.host == "9.8.7.6"
+    assert rec.source == Source.file("/logs/a.log", 10, 50.0)
     assert json.loads(store.path.read_text())["version"] == SCHEMA_VERSION
     assert [p.name for p in store.path.parent.iterdir()] == ["state.json"]  # no temp left
 
@@ -71,11 +81,11 @@ def test_default_path_is_in_state_dir(isolated_home: Path) -> None:
 
 def test_unknown_keys_are_ignored(tmp_path: Path) -> None:
     store = Store(tmp_path / "state.json")
-    d = sample().to_dict()
+    d = {"version": SCHEMA_VERSION, "endpoints": dump(sample())}
     d["future"] = {"x": 1}
     d["endpoints"][0]["future_field"] = [1, 2]
     store.path.write_text(json.dumps(d))
-    assert store.load().to_dict() == sample().to_dict()
+    assert dump(store.load()) == dump(sample())
     assert store.path.exists()
 
 
@@ -143,7 +153,7 @@ def test_failed_save_keeps_old_file(
     else:
         monkeypatch.setattr(os, target, fail)
     bigger = sample()
-    bigger.upsert(ep("ghi", host="9.9.9.9"))
+    found(bigger, ep("ghi", host="9.9.9.9"))
     with pytest.raises(StoreError) as info:
         store.save(bigger)
     monkeypatch.undo()
@@ -161,69 +171,27 @@ def test_unreadable_file_is_an_error_not_corruption(tmp_path: Path) -> None:
     assert store.path.is_dir()
 
 
-def test_newer_endpoint_of_same_job_replaces_and_inherits() -> None:
-    s = State()
-    first = s.upsert(ep("abc", host="1.1.1.1", line=5), now=1.0)
-    assert first.replaced is None and not first.stale
-    first.record.ports["8888"] = 18888
-    s.pause("abc")
-    again = s.upsert(ep("abc", host="1.1.1.1", line=6), now=2.0)  # same endpoint: refresh
-    assert again.replaced is None and again.record.last_seen == 2.0
-    new = s.upsert(ep("abc", host="2.2.2.2", line=20), now=3.0)
-    assert new.replaced is not None and new.replaced.host == "1.1.1.1"
-    assert [r.host for r in s] == ["2.2.2.2"]
-    assert new.record.ports == {"8888": 18888}
-    assert new.record.action == "paused" and new.record.first_seen == 1.0
-    # A re-scan meeting the old line again is stale: it changes nothing.
-    old = s.upsert(ep("abc", host="1.1.1.1", line=5), now=4.0)
-    assert old.stale and old.record.host == "2.2.2.2" and old.replaced is None
-    assert [r.host for r in s] == ["2.2.2.2"]
-    # Endpoints without a job id are only identified by address.
-    s.upsert(Endpoint("alice", "3.3.3.3", 22, None, "x", 1))
-    s.upsert(Endpoint("alice", "4.4.4.4", 22, None, "x", 2))
-    assert len(s) == 3
-
-
-def test_forgotten_stays_forgotten_until_added() -> None:
-    s = State()
-    s.upsert(ep("abc"))
-    s.forget("uprod_abc@1.2.3.4:22")
-    assert s.upsert(ep("abc", line=99)).record.action == "forgotten"
-    # Even when its cluster restarts elsewhere: the user dropped the job.
-    assert s.upsert(ep("abc", host="8.8.8.8", line=100)).record.action == "forgotten"
-    added = s.add(ep("abc", host="8.8.8.8", line=100))
-    assert added.record.action == "active"
-    assert s.activate("abc").action == "active"
-    # An explicit add of an older address wins over the re-scan rule.
-    back = s.add(ep("abc", host="1.2.3.4", line=1))
-    assert not back.stale and [r.host for r in s] == ["1.2.3.4"]
-
-
-def test_resolve_names() -> None:
-    s = State()
-    s.upsert(ep("abc", host="1.2.3.4", port=22))
-    s.upsert(ep("def", host="1.2.3.4", port=32100))
-    s.upsert(Endpoint("bob", "h.example", 2222, None, "x", 1))
-    s.upsert(Endpoint("bob", "h.example", 2223, None, "x", 2))
-    s.upsert(Endpoint("carol", "::1", 2200, None, "x", 3))
-    assert s.resolve("abc").port == 22
-    assert s.resolve(" uprod_def ").port == 32100  # the username works too
-    assert s.resolve("uprod_abc@1.2.3.4").port == 22
-    assert s.resolve("uprod_def@1.2.3.4").port == 32100  # the only one at that host
-    assert s.resolve("uprod_def@1.2.3.4:32100").job_id == "def"
-    assert s.resolve("bob@h.example:2223").line == 2
-    assert s.resolve("carol@[::1]:2200").user == "carol"
-    assert s.resolve("carol@::1").user == "carol"
-    assert s.resolve("carol@[::1]").user == "carol"
-    with pytest.raises(AmbiguousName, match=r"bob@h\.example:2222, bob@h\.example:2223"):
-        s.resolve("bob@h.example")
-    with pytest.raises(AmbiguousName):
-        s.resolve("bob")
-    for bad in ("nope", "uprod_abc@1.2.3.4:23", "", "a@b:99999", "a@[::1"):
-        with pytest.raises(UnknownName):
-            s.resolve(bad)
-    with pytest.raises(LookupError):
-        s.resolve("nobody@nowhere")
+def test_a_file_from_before_the_book_loads(tmp_path: Path) -> None:
+    store = Store(tmp_path / "state.json")
+    old = {
+        "user": "uprod_abc",
+        "host": "1.2.3.4",
+        "port": 22,
+        "job_id": "abc",
+        "source": "/logs/a.log",
+        "line": 7,
+        "notebook_url": None,
+        "ports": {"8888": 8888},
+        "action": "paused",
+        "first_seen": 5.0,
+        "last_seen": 6.0,
+    }
+    user = {**old, "user": "bob", "job_id": None, "source": "added by the user"}
+    store.path.write_text(json.dumps({"version": 1, "endpoints": [old, user]}))
+    a, b = store.load()
+    assert a.sources == [Source.file("/logs/a.log", 7, 5.0)] and a.action == "paused"
+    assert a.ports == {"8888": 8888} and a.move is None and not a.by_user
+    assert b.source.kind == "user" and b.source.label == "added by the user"
 
 
 def test_shared_folder_is_not_tightened(tmp_path: Path) -> None:
