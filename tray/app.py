@@ -15,13 +15,21 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
 from jobtunnel.daemon import paths
 from jobtunnel.daemon.api.client import ControlClient, ControlError, DaemonNotRunning
+from jobtunnel.daemon.api.schema import (
+    Command,
+    EventName,
+    SchemaError,
+    StatusSnapshot,
+    TrayAction,
+    from_wire,
+)
 from jobtunnel.daemon.config import ConfigError, default_config_text, load_config
 from jobtunnel.daemon.logs import log_file, setup_logging
 
@@ -37,6 +45,14 @@ log = logging.getLogger("jobtunnel.tray")
 ICON_SIZE = 64
 MIN_BACKOFF = 0.25
 MAX_BACKOFF = 2.0
+# Menu actions that send one command naming the endpoint.
+NAMED = {
+    TrayAction.RECONNECT: Command.RECONNECT,
+    TrayAction.CONNECT: Command.CONNECT,
+    TrayAction.DISCONNECT: Command.DISCONNECT,
+    TrayAction.FORGET: Command.FORGET,
+    TrayAction.SWITCH: Command.SWITCH,
+}
 TICK = 5.0  # how often time-based notices (a tunnel down too long) are re-checked
 START_GRACE = 15.0  # "Starting daemon…" for at most this long
 
@@ -44,7 +60,7 @@ START_GRACE = 15.0  # "Starting daemon…" for at most this long
 class TrayApp:
     def __init__(self, config: Path | None = None) -> None:
         self.config_path = config
-        self.snapshot: Mapping[str, Any] | None = None
+        self.snapshot: StatusSnapshot | None = None
         self.detail: str | None = None
         self.policy = NoticePolicy()
         self.icon: Any = None
@@ -93,7 +109,7 @@ class TrayApp:
     def menu_model(self) -> tuple[Item, ...]:
         return build_menu(self.snapshot, self.context())
 
-    def show(self, snapshot: Mapping[str, Any] | None, detail: str | None = None) -> None:
+    def show(self, snapshot: StatusSnapshot | None, detail: str | None = None) -> None:
         """A new snapshot (None: no daemon): redraw, and notify what deserves it."""
         with self._lock:
             changed = (snapshot is None) != (self.snapshot is None)
@@ -107,6 +123,19 @@ class TrayApp:
             notices = self.policy.update(snapshot, time.time())
         for notice in notices:
             self.notifier.show(notice)
+
+    def receive(self, data: object) -> None:
+        """A status payload from the daemon: shown, or, when it does not fit the schema,
+        "no daemon" with the reason (logged once per reason)."""
+        try:
+            snapshot = from_wire(data)
+        except SchemaError as exc:
+            detail = f"its status is unreadable ({exc})"
+            if detail != self.detail:
+                log.warning("the daemon's status does not fit the schema: %s", exc)
+            self.show(None, detail)
+            return
+        self.show(snapshot)
 
     def tick(self) -> None:
         with self._lock:
@@ -157,59 +186,64 @@ class TrayApp:
 
     def _dispatch(self, action: Action) -> None:
         a = action.args
-        if action.id in ("reconnect", "connect", "disconnect", "forget", "trust"):
-            self.request(action.id, name=a[0])
-        elif action.id == "pause_all":
-            self.request("pause")
-        elif action.id == "resume_all":
-            self.request("resume")
-        elif action.id == "stop_daemon":
-            self.request("stop")
-        elif action.id == "open_url":
+        kind = action.id
+        if kind in NAMED:
+            self.request(NAMED[kind], name=a[0])
+        elif kind is TrayAction.TRUST:
+            # With the fingerprint the user was shown, the daemon pins exactly that key.
+            args = {"name": a[0]} | ({"fingerprint": a[1]} if len(a) > 1 else {})
+            self.request(Command.TRUST, **args)
+        elif kind is TrayAction.PAUSE_ALL:
+            self.request(Command.PAUSE)
+        elif kind is TrayAction.RESUME_ALL:
+            self.request(Command.RESUME)
+        elif kind is TrayAction.STOP_DAEMON:
+            self.request(Command.STOP)
+        elif kind is TrayAction.OPEN_URL:
             threading.Thread(target=desktop.open_url, args=(a[0],), daemon=True).start()
-        elif action.id == "copy_text":
+        elif kind is TrayAction.COPY_TEXT:
             if not desktop.copy_text(a[0]):
                 self.tell("Cannot copy", f"no clipboard here; the {a[1]} is: {a[0]}")
-        elif action.id == "copy_public_key":
+        elif kind is TrayAction.COPY_PUBLIC_KEY:
             key = Path(a[0])
             if not key.exists():
                 self.tell("No public key yet", f"{key} does not exist")
             elif not desktop.copy_text(key.read_text().strip()):
                 self.tell("Cannot copy", f"no clipboard here; the key is in {key}")
-        elif action.id in ("open_folder", "open_log"):
+        elif kind in (TrayAction.OPEN_FOLDER, TrayAction.OPEN_LOG):
             desktop.open_path(Path(a[0]))
-        elif action.id == "add_job_log":
+        elif kind is TrayAction.ADD_JOB_LOG:
             self._add_job_log(Path(a[0]) if a[0] else Path.home())
-        elif action.id == "edit_settings":
+        elif kind is TrayAction.EDIT_SETTINGS:
             config = Path(a[0])
             if not config.exists():
                 config.parent.mkdir(parents=True, exist_ok=True)
                 config.write_text(default_config_text())
                 log.info("wrote the default config to %s", config)
             desktop.open_path(config)
-        elif action.id == "start_daemon":
+        elif kind is TrayAction.START_DAEMON:
             self._starting_since = time.monotonic()
             desktop.spawn_daemon(self.config_path)
             with self._lock:
                 self._redraw()
-        elif action.id == "quit":
+        elif kind is TrayAction.QUIT:
             self.quit()
 
     def _add_job_log(self, folder: Path) -> None:
         def chosen(path: Path | None) -> None:
             if path is not None:
-                self.request("add", target=str(path))
+                self.request(Command.ADD, target=str(path))
 
         if not desktop.choose_file(folder, chosen):
             desktop.open_path(folder)
 
-    def request(self, cmd: str, **args: Any) -> Future[Any] | None:
+    def request(self, cmd: Command, **args: Any) -> Future[Any] | None:
         """Send a control command from any thread; failures become a notification."""
         if self.loop is None:
             return None
         return asyncio.run_coroutine_threadsafe(self._request(cmd, args), self.loop)
 
-    async def _request(self, cmd: str, args: dict[str, Any]) -> Any:
+    async def _request(self, cmd: Command, args: dict[str, Any]) -> Any:
         try:
             async with ControlClient(self._control_path, self._transport, timeout=10) as c:
                 result = await c.request(cmd, **args)
@@ -232,11 +266,11 @@ class TrayApp:
                 detail: str | None = None
                 try:
                     await client.connect()
-                    self.show(await client.subscribe())
+                    self.receive(await client.subscribe())
                     backoff = MIN_BACKOFF
                     async for event in client.events():
-                        if event.name == "status" and isinstance(event.data, Mapping):
-                            self.show(event.data)
+                        if event.name == EventName.STATUS:
+                            self.receive(event.data)
                     detail = None
                 except DaemonNotRunning:
                     detail = None

@@ -1,8 +1,9 @@
 """The tray icon: the overall state of a status snapshot, its tooltip, and its picture.
 
-Pure: :func:`overall` and :func:`tooltip` read a snapshot (the daemon's ``status`` reply,
-or None when no daemon answers) and :func:`draw` paints a state with Pillow. Every state
-has its own shape AND colour, so neither colour vision nor a monochrome panel loses it:
+Pure: :func:`overall` and :func:`tooltip` read a
+:class:`~jobtunnel.daemon.api.schema.StatusSnapshot` (None when no daemon answers) and
+:func:`draw` paints a state with Pillow. Every state has its own shape AND colour, so
+neither colour vision nor a monochrome panel loses it:
 
 ============  ==========================================  ======
 state         shape                                       colour
@@ -22,15 +23,18 @@ with it, so the 16 px icon stays sharp and the 256 px one is not spindly.
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
-from typing import Any
+from dataclasses import dataclass
 
+from jobtunnel.daemon.api.schema import (
+    Decision,
+    EndpointView,
+    ForwardState,
+    StatusSnapshot,
+    TunnelState,
+)
 from PIL import Image, ImageDraw
 
-__all__ = ["COLOURS", "Overall", "counts", "draw", "overall", "tooltip"]
-
-# Endpoint states that mean "trying to get a link up".
-WAITING = frozenset({"pending", "connecting", "reconnecting"})
+__all__ = ["COLOURS", "Counts", "Overall", "counts", "draw", "overall", "tooltip"]
 
 
 class Overall(enum.Enum):
@@ -53,52 +57,63 @@ COLOURS: dict[Overall, tuple[int, int, int]] = {
 WHITE = (255, 255, 255, 255)
 
 
-def _endpoints(snapshot: Mapping[str, Any]) -> list[Mapping[str, Any]]:
-    eps = snapshot.get("endpoints")
-    return [ep for ep in eps if isinstance(ep, Mapping)] if isinstance(eps, list) else []
+@dataclass(frozen=True)
+class Counts:
+    """Endpoints per category the icon and tooltip distinguish."""
+
+    up: int = 0
+    reconnecting: int = 0
+    connecting: int = 0
+    failed: int = 0
+    paused: int = 0
+    waiting: int = 0  # Decision.PENDING: waits for the user's Connect
+    other: int = 0
 
 
-def _failed(ep: Mapping[str, Any]) -> bool:
-    if ep.get("state") == "failed":
+def _failed(ep: EndpointView) -> bool:
+    if ep.state is TunnelState.FAILED:
         return True
-    if ep.get("state") != "up":
+    if ep.state is not TunnelState.UP:
         return False
-    forwards = ep.get("forwards") or []
-    return any(isinstance(f, Mapping) and f.get("state") == "error" for f in forwards)
+    return any(f.state is ForwardState.ERROR for f in ep.forwards)
 
 
-def counts(snapshot: Mapping[str, Any]) -> dict[str, int]:
-    """How many endpoints are up, waiting (connecting/reconnecting), failed, paused, other."""
-    result = {"up": 0, "reconnecting": 0, "connecting": 0, "failed": 0, "paused": 0, "other": 0}
-    for ep in _endpoints(snapshot):
-        state = ep.get("state")
-        if ep.get("action") == "paused" or state == "paused":
-            result["paused"] += 1
-        elif _failed(ep):
-            result["failed"] += 1
-        elif state == "up":
-            result["up"] += 1
-        elif state == "reconnecting":
-            result["reconnecting"] += 1
-        elif state in WAITING:
-            result["connecting"] += 1
-        else:
-            result["other"] += 1
-    return result
+def _category(ep: EndpointView) -> str:
+    if ep.action is Decision.PAUSED or ep.state is TunnelState.PAUSED:
+        return "paused"
+    if ep.action is Decision.PENDING:
+        return "waiting"
+    if _failed(ep):
+        return "failed"
+    if ep.state is TunnelState.UP:
+        return "up"
+    if ep.state is TunnelState.RECONNECTING:
+        return "reconnecting"
+    if ep.state in (TunnelState.PENDING, TunnelState.CONNECTING):
+        return "connecting"
+    return "other"
 
 
-def overall(snapshot: Mapping[str, Any] | None) -> Overall:
+def counts(snapshot: StatusSnapshot) -> Counts:
+    """How many endpoints are up, (re)connecting, failed, paused, waiting for the user."""
+    tally = dict.fromkeys(Counts.__dataclass_fields__, 0)
+    for ep in snapshot.endpoints:
+        tally[_category(ep)] += 1
+    return Counts(**tally)
+
+
+def overall(snapshot: StatusSnapshot | None) -> Overall:
     """The one state the icon shows; failures win, then links being (re)made."""
     if snapshot is None:
         return Overall.NO_DAEMON
     n = counts(snapshot)
-    if n["failed"]:
+    if n.failed:
         return Overall.FAILED
-    if n["reconnecting"] or n["connecting"]:
+    if n.reconnecting or n.connecting:
         return Overall.CONNECTING
-    if n["up"]:
+    if n.up:
         return Overall.UP
-    if n["paused"]:
+    if n.paused:
         return Overall.PAUSED
     return Overall.IDLE
 
@@ -107,19 +122,25 @@ def _plural(n: int, word: str) -> str:
     return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
-def tooltip(snapshot: Mapping[str, Any] | None, detail: str | None = None) -> str:
+def tooltip(snapshot: StatusSnapshot | None, detail: str | None = None) -> str:
     """One line: "jobtunnel: 3 tunnels up, 1 reconnecting"; ``detail`` says why no daemon."""
     if snapshot is None:
         return "jobtunnel: daemon not running" + (f" ({detail})" if detail else "")
     n = counts(snapshot)
     parts = []
-    if n["up"]:
-        parts.append(_plural(n["up"], "tunnel") + " up")
-    for key in ("reconnecting", "connecting", "failed", "paused"):
-        if n[key]:
-            parts.append(f"{n[key]} {key}")
+    if n.up:
+        parts.append(_plural(n.up, "tunnel") + " up")
+    for word, count in (
+        ("reconnecting", n.reconnecting),
+        ("connecting", n.connecting),
+        ("failed", n.failed),
+        ("paused", n.paused),
+        ("waiting for you", n.waiting),
+    ):
+        if count:
+            parts.append(f"{count} {word}")
     if not parts:
-        parts.append("no active tunnels" if n["other"] else "no clusters yet")
+        parts.append("no active tunnels" if n.other else "no clusters yet")
     return "jobtunnel: " + ", ".join(parts)
 
 

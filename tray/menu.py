@@ -1,25 +1,38 @@
 """The tray menu as plain data: a pure function of a status snapshot.
 
-:func:`build_menu` turns the daemon's ``status`` reply (None when no daemon answers) into a
-tuple of :class:`Item`; a thin adapter (:mod:`jobtunnel.tray.pystray_menu`) makes that a
-``pystray.Menu``. Clicks carry an :class:`Action`: an id from :data:`ACTIONS` and string
-arguments, which :mod:`jobtunnel.tray.actions` carries out. Nothing here touches a display,
-a socket or a file.
+:func:`build_menu` turns a :class:`~jobtunnel.daemon.api.schema.StatusSnapshot` (None when
+no daemon answers) into a tuple of :class:`Item`; a thin adapter
+(:mod:`jobtunnel.tray.pystray_menu`) makes that a ``pystray.Menu``. Clicks carry an
+:class:`Action`: a :class:`~jobtunnel.daemon.api.schema.TrayAction` and string arguments,
+which :meth:`jobtunnel.tray.app.TrayApp.dispatch` carries out. Nothing here touches a
+display, a socket or a file.
 """
 
 from __future__ import annotations
 
 import shlex
 import time
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from pathlib import PurePath
 from urllib.parse import urlsplit
+
+from jobtunnel.daemon.api.schema import (
+    Decision,
+    EndpointView,
+    ErrorKind,
+    ForwardState,
+    ForwardView,
+    MoveView,
+    SourceKind,
+    SourceView,
+    StatusSnapshot,
+    TrayAction,
+    TunnelState,
+)
 
 from .icon import tooltip
 
 __all__ = [
-    "ACTIONS",
     "SEPARATOR",
     "Action",
     "Item",
@@ -28,35 +41,23 @@ __all__ = [
     "clip",
     "forward_text",
     "forward_url",
+    "move_text",
     "notebook_on_tunnel",
     "since_text",
+    "source_text",
     "ssh_command",
 ]
 
-ACTIONS = frozenset(
+# Tunnel states with a running supervisor (it can be reconnected or disconnected).
+RUNNING = frozenset(
     {
-        "open_url",  # (url,)
-        "copy_text",  # (text, what)
-        "reconnect",  # (name,)
-        "connect",  # (name,)
-        "disconnect",  # (name,)
-        "forget",  # (name,)
-        "trust",  # (name,)
-        "open_folder",  # (path,)
-        "add_job_log",  # (folder,)
-        "pause_all",
-        "resume_all",
-        "copy_public_key",  # (path,)
-        "open_log",  # (path,)
-        "edit_settings",  # (path,)
-        "start_daemon",
-        "stop_daemon",
-        "quit",
+        TunnelState.PENDING,
+        TunnelState.CONNECTING,
+        TunnelState.UP,
+        TunnelState.RECONNECTING,
+        TunnelState.FAILED,
     }
 )
-
-# Tunnel states with a running supervisor (it can be reconnected or disconnected).
-RUNNING = frozenset({"pending", "connecting", "up", "reconnecting", "failed"})
 JUPYTER_PORT = 8888
 TLS_PORTS = frozenset({443, 8443, JUPYTER_PORT})
 LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
@@ -71,14 +72,17 @@ def clip(text: str, limit: int = MAX_TEXT) -> str:
 
 @dataclass(frozen=True)
 class Action:
-    """What a click does: an id from ACTIONS and its arguments."""
+    """What a click does: a TrayAction (its value is accepted too) and its arguments."""
 
-    id: str
+    id: TrayAction
     args: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        if self.id not in ACTIONS:
-            raise ValueError(f"unknown tray action {self.id!r}")
+        try:
+            kind = TrayAction(self.id)
+        except ValueError:
+            raise ValueError(f"unknown tray action {self.id!r}") from None
+        object.__setattr__(self, "id", kind)
 
 
 @dataclass(frozen=True)
@@ -118,12 +122,11 @@ class MenuContext:
     starting_daemon: bool = False
     # Why the daemon does not answer (shown when it is not running).
     detail: str | None = None
-    extra: Mapping[str, Any] = field(default_factory=dict)
 
 
-def since_text(since: object, now: float) -> str:
+def since_text(since: float | None, now: float) -> str:
     """ "since 13:05" today, "since Nov 24 13:05" before; empty when unknown."""
-    if not isinstance(since, int | float) or since <= 0:
+    if since is None or since <= 0:
         return ""
     then, today = time.localtime(since), time.localtime(now)
     if then[:3] == today[:3]:
@@ -131,36 +134,34 @@ def since_text(since: object, now: float) -> str:
     return time.strftime("since %b %d %H:%M", then)
 
 
-def _local_host(fwd: Mapping[str, Any]) -> str:
-    bind = fwd.get("bind_address") or "127.0.0.1"
+def _local_host(fwd: ForwardView) -> str:
+    bind = fwd.bind_address or "127.0.0.1"
     if bind in ("127.0.0.1", "localhost"):
         return "localhost"
-    return f"[{bind}]" if ":" in str(bind) else str(bind)
+    return f"[{bind}]" if ":" in bind else bind
 
 
 def _plural(n: int, word: str) -> str:
     return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
-def forward_text(fwd: Mapping[str, Any]) -> str:
+def forward_text(fwd: ForwardView) -> str:
     """ "localhost:8888 -> 8888  up, 2 clients" (remote host named when not loopback)."""
-    port = fwd.get("local_port")
+    port = fwd.local_port
     local = f"{_local_host(fwd)}:{port if port is not None else '?'}"
-    state = str(fwd.get("state") or "?")
-    if fwd.get("dynamic"):
+    if fwd.dynamic:
         head = f"{local} SOCKS proxy"
     else:
-        rhost, rport = fwd.get("remote_host"), fwd.get("remote_port")
+        rhost, rport = fwd.remote_host, fwd.remote_port
         remote = str(rport) if not rhost or rhost in LOOPBACK else f"{rhost}:{rport}"
         head = f"{local} -> {remote}"
-    words = state
-    if state == "held":
+    words = fwd.state.value
+    if fwd.state is ForwardState.HELD:
         words = "waiting for the link"
-    elif state == "error" and fwd.get("error"):
-        words = f"error: {fwd['error']}"
-    clients = fwd.get("clients")
-    if isinstance(clients, int) and clients:
-        words += f", {_plural(clients, 'client')}"
+    elif fwd.state is ForwardState.ERROR and fwd.error:
+        words = f"error: {fwd.error}"
+    if fwd.clients:
+        words += f", {_plural(fwd.clients, 'client')}"
     return f"{head}  {words}"
 
 
@@ -174,84 +175,121 @@ def notebook_on_tunnel(notebook_url: str, local_port: int) -> str:
     return f"https://localhost:{local_port}/" + (f"?{query}" if query else "")
 
 
-def forward_url(ep: Mapping[str, Any], fwd: Mapping[str, Any]) -> str | None:
+def forward_url(ep: EndpointView, fwd: ForwardView) -> str | None:
     """The browser address of a forwarded service; None for SOCKS or an unknown port."""
-    port = fwd.get("local_port")
-    if fwd.get("dynamic") or not isinstance(port, int):
+    port = fwd.local_port
+    if fwd.dynamic or port is None:
         return None
-    rport = fwd.get("remote_port")
-    notebook = ep.get("notebook_url")
-    if rport == JUPYTER_PORT and isinstance(notebook, str) and notebook:
-        return notebook_on_tunnel(notebook, port)
-    host = _local_host(fwd)
+    rport = fwd.remote_port
+    if rport == JUPYTER_PORT and ep.notebook_url:
+        return notebook_on_tunnel(ep.notebook_url, port)
     scheme = "https" if rport in TLS_PORTS else "http"
-    return f"{scheme}://{host}:{port}/"
+    return f"{scheme}://{_local_host(fwd)}:{port}/"
 
 
-def ssh_command(ep: Mapping[str, Any], identity_file: str) -> str:
+def ssh_command(ep: EndpointView, identity_file: str) -> str:
     """The OpenSSH command that makes the same tunnel by hand."""
-    words = ["ssh", "-i", identity_file, "-p", str(ep.get("port") or 22)]
-    for fwd in ep.get("forwards") or []:
-        if not isinstance(fwd, Mapping):
-            continue
-        bind = str(fwd.get("bind_address") or "127.0.0.1")
+    words = ["ssh", "-i", identity_file, "-p", str(ep.port)]
+    for fwd in ep.forwards:
+        bind = fwd.bind_address or "127.0.0.1"
         bind = f"[{bind}]" if ":" in bind else bind
-        local = fwd.get("local_port") or fwd.get("remote_port")
-        if fwd.get("dynamic"):
+        local = fwd.local_port or fwd.remote_port
+        if fwd.dynamic:
             words += ["-D", f"{bind}:{local}"]
             continue
-        rhost = str(fwd.get("remote_host") or "localhost")
+        rhost = fwd.remote_host or "localhost"
         rhost = f"[{rhost}]" if ":" in rhost else rhost
-        words += ["-L", f"{bind}:{local}:{rhost}:{fwd.get('remote_port')}"]
-    words.append(f"{ep.get('user')}@{ep.get('host')}")
+        words += ["-L", f"{bind}:{local}:{rhost}:{fwd.remote_port}"]
+    words.append(f"{ep.user}@{ep.host}")
     return shlex.join(words)
 
 
-def _endpoint_items(ep: Mapping[str, Any], ctx: MenuContext) -> list[Item]:
-    name = str(ep.get("name") or f"{ep.get('user')}@{ep.get('host')}:{ep.get('port')}")
-    state = str(ep.get("state") or "?")
-    if ep.get("action") == "paused":
-        state = "paused"
-    job = ep.get("job_id")
-    since = since_text(ep.get("since"), ctx.now)
-    header = "  ".join(str(p) for p in (job, name, f"{state} {since}".strip()) if p)
-    running = state in RUNNING
+def _where(source: SourceView, *, short: bool) -> str:
+    if source.kind is SourceKind.USER:
+        return "added by you"
+    if source.kind is SourceKind.RESCALE_API:
+        return "the Rescale API"
+    path = source.path or "?"
+    if short:
+        path = PurePath(path).name or path
+    return f"{path}:{source.line}" if source.line else path
+
+
+def source_text(ep: EndpointView) -> str:
+    """Where the endpoint came from: "Source: /logs/job.log:3"."""
+    if ep.source_info is not None:
+        return f"Source: {_where(ep.source_info, short=False)}"
+    return f"Source: {ep.source}:{ep.line}" if ep.line else f"Source: {ep.source}"
+
+
+def move_text(ep: EndpointView, move: MoveView) -> str:
+    """ "Job qpWia reports a new address 5.6.7.8 (from job2.log:14) - Switch"."""
+    where = move.host if move.port == ep.port else f"{move.host} port {move.port}"
+    job = f"Job {ep.job_id}" if ep.job_id else ep.name
+    return f"{job} reports a new address {where} (from {_where(move.source, short=True)}) - Switch"
+
+
+def _state_word(ep: EndpointView) -> str:
+    if ep.action is Decision.PAUSED:
+        return TunnelState.PAUSED.value
+    if ep.action is Decision.PENDING:
+        return Decision.PENDING.value
+    return ep.state.value
+
+
+def _endpoint_items(ep: EndpointView, ctx: MenuContext) -> list[Item]:
+    name = ep.name
+    since = since_text(ep.since, ctx.now)
+    parts = (ep.job_id, name, f"{_state_word(ep)} {since}".strip())
+    header = "  ".join(p for p in parts if p)
+    waiting = ep.action is Decision.PENDING
+    running = ep.state in RUNNING and not waiting
     sub: list[Item] = []
-    error = ep.get("last_error")
-    if isinstance(error, str) and error and state != "up":
-        sub.append(Item(clip(f"Last error: {error}"), enabled=False))
-    reconnects = ep.get("reconnects")
-    if isinstance(reconnects, int) and reconnects:
-        sub.append(Item(f"Reconnected {_plural(reconnects, 'time')}", enabled=False))
-    if sub:
-        sub.append(SEPARATOR)
+    if waiting and ep.waiting_reason:
+        sub.append(Item(clip(f"Waiting: {ep.waiting_reason}"), enabled=False))
+    if ep.last_error and ep.state is not TunnelState.UP:
+        sub.append(Item(clip(f"Last error: {ep.last_error}"), enabled=False))
+    if ep.reconnects:
+        sub.append(Item(f"Reconnected {_plural(ep.reconnects, 'time')}", enabled=False))
+    sub += [Item(clip(source_text(ep)), enabled=False), SEPARATOR]
+    trust: list[Item] = []
+    if ep.refused_key:
+        trust = [
+            Item(f"Trust key {ep.refused_key}", Action(TrayAction.TRUST, (name, ep.refused_key)))
+        ]
+    elif ep.last_error_kind is ErrorKind.HOST_KEY_CHANGED:
+        trust = [Item("Trust the new host key", Action(TrayAction.TRUST, (name,)))]
     sub += [
         Item(
             "Copy ssh command",
-            Action("copy_text", (ssh_command(ep, ctx.identity_file), "ssh command")),
+            Action(TrayAction.COPY_TEXT, (ssh_command(ep, ctx.identity_file), "ssh command")),
         ),
-        Item("Reconnect now", Action("reconnect", (name,)), enabled=running),
-        *(
-            [Item("Trust the new host key", Action("trust", (name,)))]
-            if ep.get("last_error_kind") == "host_key_changed"
-            else []
-        ),
-        Item("Disconnect", Action("disconnect", (name,)))
+        Item("Reconnect now", Action(TrayAction.RECONNECT, (name,)), enabled=running),
+        *trust,
+        Item("Disconnect", Action(TrayAction.DISCONNECT, (name,)))
         if running
-        else Item("Connect", Action("connect", (name,))),
-        Item("Forget", Action("forget", (name,))),
+        else Item("Connect", Action(TrayAction.CONNECT, (name,))),
+        Item("Forget", Action(TrayAction.FORGET, (name,))),
     ]
     items = [Item(clip(header), children=tuple(sub))]
-    for fwd in ep.get("forwards") or []:
-        if not isinstance(fwd, Mapping):
-            continue
+    if ep.pending_move is not None:
+        items.append(
+            Item(clip("    " + move_text(ep, ep.pending_move)), Action(TrayAction.SWITCH, (name,)))
+        )
+    if waiting:
+        items.append(Item("    Connect", Action(TrayAction.CONNECT, (name,))))
+    for fwd in ep.forwards:
         url = forward_url(ep, fwd)
         text = clip("    " + forward_text(fwd))
         if url is None:
             items.append(Item(text, enabled=False))
         else:
             items.append(
-                Item(text, Action("open_url", (url,)), enabled=fwd.get("state") != "closed")
+                Item(
+                    text,
+                    Action(TrayAction.OPEN_URL, (url,)),
+                    enabled=fwd.state is not ForwardState.CLOSED,
+                )
             )
     return items
 
@@ -262,29 +300,26 @@ def _no_daemon(ctx: MenuContext) -> tuple[Item, ...]:
         Item(clip(head + (f": {ctx.detail}" if ctx.detail else "")), enabled=False),
         Item("Starting daemon…", enabled=False)
         if ctx.starting_daemon
-        else Item("Start daemon", Action("start_daemon")),
+        else Item("Start daemon", Action(TrayAction.START_DAEMON)),
         SEPARATOR,
-        Item("Open log", Action("open_log", (ctx.log_file,))),
-        Item("Edit settings", Action("edit_settings", (ctx.config_file,))),
+        Item("Open log", Action(TrayAction.OPEN_LOG, (ctx.log_file,))),
+        Item("Edit settings", Action(TrayAction.EDIT_SETTINGS, (ctx.config_file,))),
         SEPARATOR,
-        Item("Quit", Action("quit")),
+        Item("Quit", Action(TrayAction.QUIT)),
     )
 
 
-def build_menu(snapshot: Mapping[str, Any] | None, ctx: MenuContext) -> tuple[Item, ...]:
+def build_menu(snapshot: StatusSnapshot | None, ctx: MenuContext) -> tuple[Item, ...]:
     """The whole menu for one snapshot."""
     if snapshot is None:
         return _no_daemon(ctx)
-    endpoints = [ep for ep in snapshot.get("endpoints") or [] if isinstance(ep, Mapping)]
-    daemon = snapshot.get("daemon") if isinstance(snapshot.get("daemon"), Mapping) else {}
-    assert isinstance(daemon, Mapping)
-    watch = daemon.get("watch") if isinstance(daemon.get("watch"), Mapping) else {}
-    assert isinstance(watch, Mapping)
-    folders: Sequence[str] = [str(f) for f in watch.get("folders") or []]
+    endpoints = snapshot.endpoints
+    daemon = snapshot.daemon
+    folders = daemon.watch.folders
 
     items: list[Item] = [Item(tooltip(snapshot).removeprefix("jobtunnel: "), enabled=False)]
-    if daemon.get("save_error"):
-        items.append(Item(clip(f"Cannot save state: {daemon['save_error']}"), enabled=False))
+    if daemon.save_error:
+        items.append(Item(clip(f"Cannot save state: {daemon.save_error}"), enabled=False))
     items.append(SEPARATOR)
     for ep in endpoints:
         items += _endpoint_items(ep, ctx)
@@ -297,30 +332,32 @@ def build_menu(snapshot: Mapping[str, Any] | None, ctx: MenuContext) -> tuple[It
         items.append(
             Item(
                 "Open watched folder",
-                children=tuple(Item(f, Action("open_folder", (f,))) for f in folders),
+                children=tuple(Item(f, Action(TrayAction.OPEN_FOLDER, (f,))) for f in folders),
             )
         )
     else:
         items.append(
             Item(
                 "Open watched folder",
-                Action("open_folder", (folders[0],)) if folders else None,
+                Action(TrayAction.OPEN_FOLDER, (folders[0],)) if folders else None,
                 enabled=bool(folders),
             )
         )
-    items.append(Item("Add job log…", Action("add_job_log", (folders[0] if folders else "",))))
-    active = [ep for ep in endpoints if ep.get("action") == "active"]
-    paused = [ep for ep in endpoints if ep.get("action") == "paused"]
+    items.append(
+        Item("Add job log…", Action(TrayAction.ADD_JOB_LOG, (folders[0] if folders else "",)))
+    )
+    active = [ep for ep in endpoints if ep.action is Decision.ACTIVE]
+    paused = [ep for ep in endpoints if ep.action is Decision.PAUSED]
     if active or not paused:
-        items.append(Item("Pause all", Action("pause_all"), enabled=bool(active)))
+        items.append(Item("Pause all", Action(TrayAction.PAUSE_ALL), enabled=bool(active)))
     if paused:
-        items.append(Item("Resume all", Action("resume_all")))
+        items.append(Item("Resume all", Action(TrayAction.RESUME_ALL)))
     items += [
-        Item("Copy public key", Action("copy_public_key", (ctx.public_key,))),
-        Item("Open log", Action("open_log", (ctx.log_file,))),
-        Item("Edit settings", Action("edit_settings", (ctx.config_file,))),
+        Item("Copy public key", Action(TrayAction.COPY_PUBLIC_KEY, (ctx.public_key,))),
+        Item("Open log", Action(TrayAction.OPEN_LOG, (ctx.log_file,))),
+        Item("Edit settings", Action(TrayAction.EDIT_SETTINGS, (ctx.config_file,))),
         SEPARATOR,
-        Item("Stop daemon", Action("stop_daemon")),
-        Item("Quit", Action("quit")),
+        Item("Stop daemon", Action(TrayAction.STOP_DAEMON)),
+        Item("Quit", Action(TrayAction.QUIT)),
     ]
     return tuple(items)

@@ -1,9 +1,10 @@
 """Desktop notifications: which ones a change of status deserves (pure), and sending them.
 
 :class:`NoticePolicy` compares successive snapshots (and the passing of time) and says
-what to tell the user: a new cluster, a tunnel down for longer than a threshold, a tunnel
-restored after such a notice, and always a changed host key. It rate-limits per
-endpoint and kind and overall; host-key notices are never dropped.
+what to tell the user: a new cluster (naming the file it came from), a tunnel down for
+longer than a threshold, a tunnel restored after such a notice, and always a refused host
+key and a job's new address. It rate-limits per endpoint and kind and overall; host-key
+and new-address notices are never dropped.
 
 :class:`Notifier` sends them through the tray icon, and skips them (with one log line)
 where the desktop has no notification service, so the tray never fails for it.
@@ -14,23 +15,41 @@ from __future__ import annotations
 import logging
 import sys
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+
+from jobtunnel.daemon.api.schema import (
+    Decision,
+    EndpointView,
+    ErrorKind,
+    SourceKind,
+    StatusSnapshot,
+    TunnelState,
+)
 
 __all__ = ["Notice", "NoticePolicy", "Notifier", "notification_service"]
 
 log = logging.getLogger(__name__)
 
-DOWN = frozenset({"connecting", "reconnecting", "failed"})
+DOWN = frozenset({TunnelState.CONNECTING, TunnelState.RECONNECTING, TunnelState.FAILED})
 
 
 @dataclass(frozen=True)
 class Notice:
-    kind: str  # "new", "down", "restored", "host_key", "info"
+    kind: str  # "new", "down", "restored", "host_key", "move", "info"
     title: str
     message: str
     endpoint: str = ""
+
+
+def _origin(ep: EndpointView) -> str:
+    """The file (or other source) an endpoint came from, for a notice."""
+    src = ep.source_info
+    if src is None:
+        return ep.source
+    if src.kind is SourceKind.FILE and src.path:
+        return src.path
+    return "the Rescale API" if src.kind is SourceKind.RESCALE_API else "added by you"
 
 
 class NoticePolicy:
@@ -46,37 +65,37 @@ class NoticePolicy:
         self._down_since: dict[str, float] = {}
         self._told_down: set[str] = set()
         self._host_key_errors: dict[str, str] = {}
+        self._moves: dict[str, tuple[str, int]] = {}
         self._last: dict[tuple[str, str], float] = {}
         self._sent: deque[float] = deque()
 
-    def update(self, snapshot: Mapping[str, Any] | None, now: float) -> list[Notice]:
+    def update(self, snapshot: StatusSnapshot | None, now: float) -> list[Notice]:
         """The notices for ``snapshot`` at time ``now`` (call again as time passes)."""
         if snapshot is None:
             return []  # the icon already says that the daemon is gone
         notices: list[Notice] = []
-        endpoints = [e for e in snapshot.get("endpoints") or [] if isinstance(e, Mapping)]
-        names = {str(e.get("name")) for e in endpoints}
+        names = {e.name for e in snapshot.endpoints}
         first = self._known is None
         known = self._known or set()
-        for ep in endpoints:
-            name = str(ep.get("name"))
-            label = str(ep.get("job_id") or name)
-            state = ep.get("state")
+        for ep in snapshot.endpoints:
+            name = ep.name
+            label = ep.job_id or name
             if not first and name not in known:
-                notices.append(Notice("new", "New cluster", f"{label}: {name}", name))
-            error = ep.get("last_error")
-            if isinstance(error, str) and "host key" in error.lower():
-                if self._host_key_errors.get(name) != error:
-                    self._host_key_errors[name] = error
-                    notices.append(Notice("host_key", f"{label}: host key changed", error, name))
-            else:
-                self._host_key_errors.pop(name, None)
-            if state in DOWN and ep.get("action") == "active":
+                if ep.action is Decision.PENDING:
+                    why = f" ({ep.waiting_reason})" if ep.waiting_reason else ""
+                    text = f"{label}: {name} from {_origin(ep)} waits{why}; Connect in the menu"
+                else:
+                    text = f"{label}: {name} from {_origin(ep)}"
+                notices.append(Notice("new", "New cluster", text, name))
+            notices += self._host_key(ep, label)
+            notices += self._move(ep, label)
+            error = ep.last_error
+            if ep.state in DOWN and ep.action is Decision.ACTIVE:
                 since = self._down_since.setdefault(name, now)
                 if name not in self._told_down and now - since >= self.down_after:
                     self._told_down.add(name)
                     minutes = max(1, round((now - since) / 60))
-                    why = f": {error}" if isinstance(error, str) and error else ""
+                    why = f": {error}" if error else ""
                     notices.append(
                         Notice(
                             "down", f"{label}: tunnel down", f"down for {minutes} min{why}", name
@@ -86,14 +105,40 @@ class NoticePolicy:
                 self._down_since.pop(name, None)
                 if name in self._told_down:
                     self._told_down.discard(name)
-                    if state == "up":
+                    if ep.state is TunnelState.UP:
                         notices.append(Notice("restored", f"{label}: tunnel restored", name, name))
         self._known = known | names
         return [n for n in notices if self._allow(n, now)]
 
+    def _host_key(self, ep: EndpointView, label: str) -> list[Notice]:
+        """A refused host key, once per distinct error (never rate-limited)."""
+        if ep.last_error_kind is not ErrorKind.HOST_KEY_CHANGED and ep.refused_key is None:
+            self._host_key_errors.pop(ep.name, None)
+            return []
+        words = ep.last_error or f"refused host key {ep.refused_key}"
+        if ep.refused_key and ep.refused_key not in words:
+            words += f" (offered {ep.refused_key})"
+        if self._host_key_errors.get(ep.name) == words:
+            return []
+        self._host_key_errors[ep.name] = words
+        return [Notice("host_key", f"{label}: host key changed", words, ep.name)]
+
+    def _move(self, ep: EndpointView, label: str) -> list[Notice]:
+        """A newer address reported for a job, once per address."""
+        move = ep.pending_move
+        if move is None:
+            self._moves.pop(ep.name, None)
+            return []
+        if self._moves.get(ep.name) == (move.host, move.port):
+            return []
+        self._moves[ep.name] = (move.host, move.port)
+        where = move.source.path if move.source.path else move.source.kind.value
+        text = f"reports {move.host}:{move.port} (from {where}); Switch in the menu to move"
+        return [Notice("move", f"{label}: new address", text, ep.name)]
+
     def _allow(self, notice: Notice, now: float) -> bool:
-        if notice.kind == "host_key":
-            return True
+        if notice.kind in ("host_key", "move"):
+            return True  # each is said once per key or address: never dropped
         while self._sent and now - self._sent[0] >= 60:
             self._sent.popleft()
         key = (notice.kind, notice.endpoint)

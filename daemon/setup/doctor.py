@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from .. import paths
+from ..api.schema import Command, SchemaError, StatusSnapshot, from_wire
 from ..config import Config, ConfigError, load_config
 from ..core.forward import parse_dynamic, parse_forward
 from ..files import permission_problem
@@ -139,13 +140,13 @@ def check_folders(config: Config) -> list[Check]:
 
 def check_daemon(
     config: Config, call: Callable[..., Any] | None = None
-) -> tuple[Check, dict[str, Any] | None]:
+) -> tuple[Check, StatusSnapshot | None]:
     """Whether the daemon answers on its control API; its status when it does."""
     from ..api.client import ControlError, DaemonNotRunning, call_sync
 
     call = call or call_sync
     try:
-        status = call("status", transport=config.daemon.control, timeout=5.0)
+        reply = call(Command.STATUS, transport=config.daemon.control, timeout=5.0)
     except DaemonNotRunning:
         unit = service_file()
         installed = unit.exists() and sys.platform.startswith("linux")
@@ -159,10 +160,16 @@ def check_daemon(
         return Check(
             "daemon", "fail", f"not answering: {exc}", "jobtunnel stop; jobtunnel run"
         ), None
-    pid = status.get("daemon", {}).get("pid", "?") if isinstance(status, dict) else "?"
-    return Check("daemon", "ok", f"running (pid {pid})"), status if isinstance(
-        status, dict
-    ) else None
+    try:
+        status = from_wire(reply)
+    except SchemaError as exc:
+        return Check(
+            "daemon",
+            "fail",
+            f"answers, but its status does not fit this program's schema: {exc}",
+            "restart the daemon after an upgrade (jobtunnel stop; jobtunnel run)",
+        ), None
+    return Check("daemon", "ok", f"running (pid {status.daemon.pid})"), status
 
 
 def service_file(platform: str = sys.platform) -> Path:
@@ -227,18 +234,15 @@ def _bind_free(host: str, port: int) -> str | None:
     return None
 
 
-def _daemon_ports(status: dict[str, Any] | None) -> set[int]:
-    if not status:
+def _daemon_ports(status: StatusSnapshot | None) -> set[int]:
+    if status is None:
         return set()
     return {
-        int(f["local_port"])
-        for ep in status.get("endpoints", [])
-        for f in ep.get("forwards", [])
-        if f.get("local_port")
+        f.local_port for ep in status.endpoints for f in ep.forwards if f.local_port is not None
     }
 
 
-def check_ports(config: Config, daemon_status: dict[str, Any] | None = None) -> list[Check]:
+def check_ports(config: Config, daemon_status: StatusSnapshot | None = None) -> list[Check]:
     """Each configured local port is free, or held by the running daemon itself."""
     specs = [parse_forward(s) for s in config.tunnels.forwards]
     specs += [parse_dynamic(s) for s in config.tunnels.dynamic_forwards]

@@ -26,6 +26,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from jobtunnel.daemon.api.schema import from_wire
 from jobtunnel.tray.icon import COLOURS, Overall
 from jobtunnel.tray.menu import Item, MenuContext, build_menu
 from PIL import Image, ImageChops
@@ -251,7 +252,7 @@ def drive_the_tray(env: Env, desktop: Desktop, daemon: Daemon) -> None:
     status = env.status()
     context = MenuContext(now=time.time(), identity_file="k", public_key="p", log_file="l",
                           config_file="c")  # fmt: skip
-    top = selectable(build_menu(status, context))
+    top = selectable(build_menu(from_wire(status), context))
     header = next(i for i in top if i.text.startswith(failed["name"]))
     sub = selectable(header.children)
     reconnect = next(i for i in sub if i.text == "Reconnect now")

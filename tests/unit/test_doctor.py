@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from jobtunnel.daemon import paths
 from jobtunnel.daemon.api.client import DaemonNotRunning
+from jobtunnel.daemon.api.schema import from_wire
 from jobtunnel.daemon.cli import main
 from jobtunnel.daemon.setup import doctor, firstrun, keys
 
@@ -18,6 +19,26 @@ pytestmark = pytest.mark.timeout(60)
 
 def not_running(*args: Any, **kw: Any) -> Any:
     raise DaemonNotRunning()
+
+
+def status_with(pid: int = 4242, ports: tuple[int, ...] = ()) -> dict[str, Any]:
+    """A daemon's status reply (wire form) whose one endpoint holds ``ports``."""
+    forwards = [
+        {"spec": str(p), "dynamic": False, "bind_address": "127.0.0.1", "local_port": p,
+         "remote_host": None, "remote_port": p, "state": "up", "clients": 0, "error": None}
+        for p in ports
+    ]  # fmt: skip
+    endpoint = {
+        "name": "u@3.4.5.6:22", "user": "u", "host": "3.4.5.6", "port": 22, "job_id": None,
+        "action": "active", "state": "up", "since": 1.0, "last_error": None,
+        "last_error_kind": None, "reconnects": 0, "bytes_sent": 0, "bytes_received": 0,
+        "host_key": None, "source": "/l", "line": 1, "notebook_url": None, "forwards": forwards,
+    }  # fmt: skip
+    daemon = {
+        "pid": pid, "version": "0", "started": 1.0, "config": "/c", "state_file": "/s",
+        "save_error": None, "watch": {"folders": [], "mode": "inotify"}, "summary": "",
+    }  # fmt: skip
+    return {"version": 1, "daemon": daemon, "endpoints": [endpoint] if ports else []}
 
 
 @pytest.fixture
@@ -84,11 +105,24 @@ def test_all_good_exits_zero(
     firstrun.init()
     doctor.service_file().parent.mkdir(parents=True)
     doctor.service_file().write_text("")
-    status = {"daemon": {"pid": 4242}, "endpoints": []}
+    status = status_with(4242)
     monkeypatch.setattr("jobtunnel.daemon.api.client.call_sync", lambda *a, **k: status)
     assert main(["doctor"]) == 0
     out = capsys.readouterr().out
     assert "running (pid 4242)" in out and "all good" in out
+
+
+def test_an_unreadable_status_is_named(isolated_home: Path) -> None:
+    broken = status_with(ports=(8888,))
+    broken["endpoints"][0]["forwards"][0]["local_port"] = "8888"
+    check, status = doctor.check_daemon(doctor.check_config(None)[1], lambda *a, **k: broken)
+    assert status is None and check.status == "fail"
+    assert "endpoints[0].forwards[0].local_port: expected int or null" in check.detail
+    check, status = doctor.check_daemon(
+        doctor.check_config(None)[1], lambda *a, **k: status_with(7, (8888,))
+    )
+    assert check.detail == "running (pid 7)" and status is not None
+    assert status.endpoints[0].forwards[0].local_port == 8888
 
 
 def test_loose_key_fails_with_chmod(isolated_home: Path) -> None:
@@ -123,8 +157,7 @@ def test_taken_port_fails_unless_the_daemon_holds_it(isolated_home: Path, held_p
     [check] = doctor.check_ports(config)
     assert check.status == "fail"
     assert f"127.0.0.1:{held_port}" in check.detail and "ss -ltnp" in check.fix
-    status = {"endpoints": [{"forwards": [{"bind_address": "127.0.0.1", "local_port": held_port}]}]}
-    [check] = doctor.check_ports(config, status)
+    [check] = doctor.check_ports(config, from_wire(status_with(ports=(held_port,))))
     assert check.status == "ok" and "jobtunnel daemon" in check.detail
 
 

@@ -12,6 +12,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from jobtunnel.daemon.api.schema import (
+    Command,
+    EndpointView,
+    ForwardView,
+    SchemaError,
+    StatusSnapshot,
+    TrayAction,
+    from_wire,
+)
 from jobtunnel.daemon.config import default_config_text
 from jobtunnel.tray import app as tray_app
 from jobtunnel.tray import backend
@@ -72,6 +81,7 @@ def endpoint(
         "state": state,
         "since": NOW - 600,
         "last_error": None,
+        "last_error_kind": None,
         "reconnects": 0,
         "bytes_sent": 0,
         "bytes_received": 0,
@@ -83,7 +93,11 @@ def endpoint(
     } | kw
 
 
-def snapshot(*endpoints: dict[str, Any], folders: tuple[str, ...] = ("/w",)) -> dict[str, Any]:
+def snapshot(*endpoints: dict[str, Any], folders: tuple[str, ...] = ("/w",)) -> StatusSnapshot:
+    return from_wire(wire_snapshot(*endpoints, folders=folders))
+
+
+def wire_snapshot(*endpoints: dict[str, Any], folders: tuple[str, ...] = ("/w",)) -> dict[str, Any]:
     return {
         "daemon": {
             "pid": 1,
@@ -97,6 +111,14 @@ def snapshot(*endpoints: dict[str, Any], folders: tuple[str, ...] = ("/w",)) -> 
         },
         "endpoints": list(endpoints),
     }
+
+
+def fv(*args: Any, **kw: Any) -> ForwardView:
+    return ForwardView.from_wire(forward(*args, **kw))
+
+
+def ev(*args: Any, **kw: Any) -> EndpointView:
+    return EndpointView.from_wire(endpoint(*args, **kw))
 
 
 def find(items: tuple[Item, ...], text: str) -> Item:
@@ -132,7 +154,7 @@ def pixels(img: Image.Image) -> list[tuple[int, ...]]:
         (snapshot(endpoint(state="paused", action="paused")), Overall.PAUSED),
     ],
 )
-def test_overall_state(snap: dict[str, Any] | None, state: Overall) -> None:
+def test_overall_state(snap: StatusSnapshot | None, state: Overall) -> None:
     assert overall(snap) is state
 
 
@@ -185,35 +207,35 @@ def test_icon_is_crisp_at_16px() -> None:
 
 
 def test_forward_text() -> None:
-    assert forward_text(forward(clients=2)) == "localhost:8888 -> 8888  up, 2 clients"
-    assert forward_text(forward(clients=1)) == "localhost:8888 -> 8888  up, 1 client"
-    assert forward_text(forward(18888, 8888, "held")) == (
+    assert forward_text(fv(clients=2)) == "localhost:8888 -> 8888  up, 2 clients"
+    assert forward_text(fv(clients=1)) == "localhost:8888 -> 8888  up, 1 client"
+    assert forward_text(fv(18888, 8888, "held")) == (
         "localhost:18888 -> 8888  waiting for the link"
     )
-    assert forward_text(forward(5000, 80, remote_host="10.0.0.5")) == (
+    assert forward_text(fv(5000, 80, remote_host="10.0.0.5")) == (
         "localhost:5000 -> 10.0.0.5:80  up"
     )
-    assert forward_text(forward(None, 80, "error", error="port in use")) == (
+    assert forward_text(fv(None, 80, "error", error="port in use")) == (
         "localhost:? -> 80  error: port in use"
     )
-    socks = forward(1080, 0, dynamic=True, remote_port=None)
+    socks = fv(1080, 0, dynamic=True, remote_port=None)
     assert forward_text(socks) == "localhost:1080 SOCKS proxy  up"
 
 
 def test_notebook_url_rewritten_onto_the_tunnel() -> None:
     url = "https://platform.rescale.com/notebooks/abcDEF/?token=T0k3n"
     assert notebook_on_tunnel(url, 18888) == "https://localhost:18888/?token=T0k3n"
-    ep = endpoint(notebook_url=url, forwards=[forward(18888, 8888), forward(6006, 6006)])
-    assert forward_url(ep, ep["forwards"][0]) == "https://localhost:18888/?token=T0k3n"
+    ep = ev(notebook_url=url, forwards=[forward(18888, 8888), forward(6006, 6006)])
+    assert forward_url(ep, ep.forwards[0]) == "https://localhost:18888/?token=T0k3n"
     # Other forwards open plainly; 8888 without a detected notebook is still TLS.
-    assert forward_url(ep, ep["forwards"][1]) == "http://localhost:6006/"
-    assert forward_url(endpoint(), forward()) == "https://localhost:8888/"
-    assert forward_url(endpoint(), forward(None)) is None
-    assert forward_url(endpoint(), forward(1080, dynamic=True)) is None
+    assert forward_url(ep, ep.forwards[1]) == "http://localhost:6006/"
+    assert forward_url(ev(), fv()) == "https://localhost:8888/"
+    assert forward_url(ev(), fv(None)) is None
+    assert forward_url(ev(), fv(1080, dynamic=True)) is None
 
 
 def test_ssh_command_is_correct_openssh() -> None:
-    ep = endpoint(
+    ep = ev(
         port=32100,
         forwards=[
             forward(18888, 8888),
@@ -274,14 +296,17 @@ def test_menu_with_one_cluster_up() -> None:
     ]
     assert items[0].enabled is False
     header = find(items, "qpWia")
-    assert texts(header.children) == ["Copy ssh command", "Reconnect now", "Disconnect", "Forget"]
+    assert texts(header.children) == [
+        "Source: /logs/x.log:3", "Copy ssh command", "Reconnect now", "Disconnect", "Forget",
+    ]  # fmt: skip
+    assert not find(items, "Source:").enabled
     name = "uprod_qpWia@3.4.5.6:22"
     assert find(items, "Reconnect now").action == Action("reconnect", (name,))
     assert find(items, "Disconnect").action == Action("disconnect", (name,))
     assert find(items, "Forget").action == Action("forget", (name,))
     copy_ssh = find(items, "Copy ssh command").action
     assert copy_ssh is not None and copy_ssh.id == "copy_text"
-    assert copy_ssh.args == (ssh_command(ep, CTX.identity_file), "ssh command")
+    assert copy_ssh.args == (ssh_command(ev(**ep), CTX.identity_file), "ssh command")
     assert find(items, "    localhost:18888").action == Action(
         "open_url", ("https://localhost:18888/",)
     )
@@ -305,6 +330,8 @@ def test_menu_with_one_cluster_up() -> None:
         ("stopped", "active", "Connect", False),
         ("ended", "active", "Connect", False),
         ("paused", "paused", "Connect", False),
+        ("pending", "pending", "Connect", False),  # waits for the user: nothing runs
+        ("stopped", "pending", "Connect", False),
     ],
 )
 def test_cluster_actions_follow_its_state(
@@ -312,7 +339,7 @@ def test_cluster_actions_follow_its_state(
 ) -> None:
     items = build_menu(snapshot(endpoint(state=state, action=action)), CTX)
     header = next(i for i in items if i.text.startswith("qpWia"))
-    assert f"  {state} since " in header.text
+    assert f"  {'pending' if action == 'pending' else state} since " in header.text
     assert find(header.children, toggle).action == Action(
         toggle.lower(), ("uprod_qpWia@3.4.5.6:22",)
     )
@@ -341,6 +368,91 @@ def test_a_changed_host_key_can_be_trusted_from_the_menu() -> None:
     other = endpoint(state="failed", last_error="Authentication failed", last_error_kind="auth")
     header = find(build_menu(snapshot(other), CTX), "qpWia")
     assert "Trust the new host key" not in texts(header.children)
+
+
+def test_a_refused_key_is_trusted_by_its_fingerprint() -> None:
+    fp = "SHA256:q5ETpnL1lOtfkJ1o0Yxq9H3ZnVn1x0bXBqkQYqv2w3c"
+    refused = endpoint(
+        state="failed",
+        last_error="Host key changed: refusing to connect",
+        last_error_kind="host_key_changed",
+        refused_key=fp,
+    )
+    header = find(build_menu(snapshot(refused), CTX), "qpWia")
+    [trust] = [i for i in header.children if i.text.startswith("Trust")]
+    assert trust.text == f"Trust key {fp}"
+    assert trust.action == Action("trust", ("uprod_qpWia@3.4.5.6:22", fp))
+
+
+def test_a_new_address_is_switched_to_only_from_the_menu() -> None:
+    move = {
+        "host": "54.1.2.3",
+        "port": 22,
+        "source": {"kind": "file", "path": "/dl/job2.log", "line": 14, "mtime": NOW},
+        "seen": NOW,
+    }
+    items = build_menu(snapshot(endpoint(pending_move=move)), CTX)
+    item = find(items, "    Job qpWia reports")
+    assert item.text == "    Job qpWia reports a new address 54.1.2.3 (from job2.log:14) - Switch"
+    assert item.action == Action("switch", ("uprod_qpWia@3.4.5.6:22",))
+    other_port = dict(move, port=32100, source={"kind": "rescale-api"})
+    item = find(build_menu(snapshot(endpoint(pending_move=other_port)), CTX), "    Job qpWia")
+    assert "54.1.2.3 port 32100 (from the Rescale API)" in item.text
+    assert not any(i.text.startswith("    Job") for i in build_menu(snapshot(endpoint()), CTX))
+
+
+def test_a_pending_endpoint_waits_for_connect() -> None:
+    waiting = endpoint(
+        state="stopped", action="pending", waiting_reason="over the limit of 8 tunnels"
+    )
+    items = build_menu(snapshot(waiting), CTX)
+    header = find(items, "qpWia")
+    assert "  pending" in header.text
+    assert texts(header.children)[0] == "Waiting: over the limit of 8 tunnels"
+    connect = Action("connect", ("uprod_qpWia@3.4.5.6:22",))
+    assert find(header.children, "Connect").action == connect
+    assert find(items, "    Connect").action == connect
+    assert not find(header.children, "Reconnect now").enabled
+    assert tooltip(snapshot(waiting)) == "jobtunnel: 1 waiting for you"
+    assert overall(snapshot(waiting)) is Overall.IDLE
+    assert "Pause all" in texts(items)
+
+
+@pytest.mark.parametrize(
+    ("source_info", "source", "line", "shown"),
+    [
+        (None, "/logs/x.log", 3, "Source: /logs/x.log:3"),
+        (None, "added by the user", 0, "Source: added by the user"),
+        ({"kind": "file", "path": "/dl/a.log", "line": 9}, "/dl/a.log", 9, "Source: /dl/a.log:9"),
+        ({"kind": "user"}, "added by the user", 0, "Source: added by you"),
+        ({"kind": "rescale-api"}, "Rescale API", 0, "Source: the Rescale API"),
+    ],
+)
+def test_the_source_is_shown(source_info: Any, source: str, line: int, shown: str) -> None:
+    ep = endpoint(source_info=source_info, source=source, line=line)
+    header = find(build_menu(snapshot(ep), CTX), "qpWia")
+    assert find(header.children, "Source:").text == shown
+
+
+def test_every_tray_action_is_built_by_some_menu() -> None:
+    fp = "SHA256:abc"
+    move = {"host": "5.5.5.5", "port": 22, "source": {"kind": "file", "path": "/a"}, "seen": 1.0}
+    snaps = [
+        snapshot(endpoint(pending_move=move), endpoint("b", state="paused", action="paused")),
+        snapshot(endpoint(state="failed", refused_key=fp), folders=("/a", "/b")),
+        snapshot(endpoint(state="stopped")),
+    ]
+    built: set[TrayAction] = set()
+
+    def walk(items: tuple[Item, ...]) -> None:
+        for item in items:
+            if item.action is not None:
+                built.add(item.action.id)
+            walk(item.children)
+
+    for snap in [*snaps, None]:
+        walk(build_menu(snap, CTX))
+    assert built == set(TrayAction)
 
 
 def test_pause_and_resume_all() -> None:
@@ -392,14 +504,29 @@ def test_menu_is_pure() -> None:
 
 
 def test_unknown_action_is_refused() -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="unknown tray action"):
         Action("rm -rf")
+    assert Action("quit").id is TrayAction.QUIT
 
 
-def test_menu_survives_odd_snapshots() -> None:
+def test_odd_snapshots_are_refused_before_the_menu(
+    tray: tuple[tray_app.TrayApp, Desktop], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A payload that does not fit the schema never reaches the menu: the tray shows "no
+    daemon" with the reason, logged once."""
     odd: dict[str, Any] = {"daemon": None, "endpoints": [None, {"forwards": [None]}]}
-    assert texts(build_menu(odd, CTX))[0] == "no active tunnels"
-    assert texts(build_menu({}, CTX))[0] == "no clusters yet"
+    with pytest.raises(SchemaError):
+        from_wire(odd)
+    app, _ = tray
+    app.receive(wire_snapshot(endpoint()))
+    assert app.snapshot is not None and app.detail is None
+    with caplog.at_level(logging.WARNING, "jobtunnel.tray"):
+        app.receive(odd)
+        app.receive(odd)
+    assert app.snapshot is None and app.detail is not None
+    assert app.detail.startswith("its status is unreadable (daemon: expected object")
+    assert texts(app.menu_model())[0].startswith("jobtunnel daemon is not running: its status")
+    assert sum("does not fit the schema" in r.message for r in caplog.records) == 1
 
 
 # -- notices ---------------------------------------------------------------------------
@@ -449,7 +576,14 @@ def test_rate_limit_but_host_key_always() -> None:
     key = [
         n.kind
         for t in range(5)
-        for n in flap.update(snapshot(endpoint(state="failed", last_error=f"{err} ({t})")), 100 + t)
+        for n in flap.update(
+            snapshot(
+                endpoint(
+                    state="failed", last_error=f"{err} ({t})", last_error_kind="host_key_changed"
+                )
+            ),
+            100 + t,
+        )
     ]
     assert key.count("host_key") == 5
 
@@ -550,6 +684,51 @@ def test_start_daemon_and_open_actions(tray: tuple[tray_app.TrayApp, Desktop]) -
     assert desktop.calls[-1] == ("copy", "ssh x")
 
 
+def test_endpoint_actions_send_their_commands(
+    tray: tuple[tray_app.TrayApp, Desktop], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app, _ = tray
+    sent: list[tuple[Command, dict[str, Any]]] = []
+    monkeypatch.setattr(app, "request", lambda cmd, **args: sent.append((cmd, args)))
+    for kind in ("reconnect", "connect", "disconnect", "forget", "switch", "trust"):
+        app.dispatch(Action(kind, ("n",)))
+    app.dispatch(Action("trust", ("n", "SHA256:abc")))
+    for kind in ("pause_all", "resume_all", "stop_daemon"):
+        app.dispatch(Action(kind))
+    assert sent == [
+        (Command.RECONNECT, {"name": "n"}),
+        (Command.CONNECT, {"name": "n"}),
+        (Command.DISCONNECT, {"name": "n"}),
+        (Command.FORGET, {"name": "n"}),
+        (Command.SWITCH, {"name": "n"}),
+        (Command.TRUST, {"name": "n"}),
+        (Command.TRUST, {"name": "n", "fingerprint": "SHA256:abc"}),
+        (Command.PAUSE, {}),
+        (Command.RESUME, {}),
+        (Command.STOP, {}),
+    ]
+
+
+def test_notices_name_the_file_and_announce_a_new_address() -> None:
+    policy = NoticePolicy(per_endpoint=0, per_minute=1)
+    policy.update(snapshot(), 0)
+    src = {"kind": "file", "path": "/dl/job.log", "line": 2}
+    [new] = policy.update(snapshot(endpoint(source_info=src)), 1)
+    assert new.kind == "new" and "/dl/job.log" in new.message
+    move = {"host": "54.1.2.3", "port": 22, "source": {"kind": "file", "path": "/dl/x.log"},
+            "seen": 1.0}  # fmt: skip
+    # Over the per-minute cap, yet a new address is always said, once per address.
+    got = policy.update(snapshot(endpoint(source_info=src, pending_move=move)), 2)
+    assert [(n.kind, n.title) for n in got] == [("move", "qpWia: new address")]
+    assert "54.1.2.3:22" in got[0].message and "/dl/x.log" in got[0].message
+    assert policy.update(snapshot(endpoint(source_info=src, pending_move=move)), 3) == []
+    waiting = endpoint("w", action="pending", state="stopped", waiting_reason="8 already up")
+    late = NoticePolicy()
+    late.update(snapshot(), 0)
+    [told] = late.update(snapshot(waiting), 1)
+    assert "waits (8 already up); Connect in the menu" in told.message
+
+
 def test_a_failing_action_does_not_raise(
     tray: tuple[tray_app.TrayApp, Desktop], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -581,7 +760,7 @@ def test_follow_without_daemon_retries_with_backoff(
         await real_sleep(0)
 
     monkeypatch.setattr(tray_app.asyncio, "sleep", fake_sleep)
-    app.snapshot = {"endpoints": []}  # as if a daemon had been there
+    app.snapshot = snapshot()  # as if a daemon had been there
     monkeypatch.setattr(app, "show", lambda snap, detail=None: shown.append(snap))
     asyncio.run(asyncio.wait_for(app.follow(), 10))
     assert sleeps[:5] == [0.25, 0.5, 1.0, 2.0, 2.0]
