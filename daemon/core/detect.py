@@ -409,17 +409,31 @@ class Detector:
         return out
 
     def _user_offsets(self, block: bytes) -> list[int]:
-        """Where usernames may be: the first hit on each line that has one."""
+        """Where usernames may be: the first hit on each line that has one.
+
+        A username that is a folder in a path (``/enc/uprod_x/work``, which real logs print
+        on every other line) is no hit: it never names an endpoint, and reading the lines
+        around each one closely would make detection ten times slower.
+        """
         offsets: list[int] = []
         pos = 0
         while True:
             if self._literal is None:
                 m = self._user_bytes.search(block, pos)
-                hit = m.start() if m else -1
+                if m is None:
+                    return offsets
+                hit = m.start()
             else:
                 hit = block.find(self._literal, pos)
-            if hit < 0:
-                return offsets
+                if hit < 0:
+                    return offsets
+                # The username around the literal, if it is one (the id is at most 64 long).
+                m = self._user_bytes.search(block, max(0, hit - 17), hit + len(self._literal) + 65)
+                if m is not None and m.start() > hit:
+                    m = None
+            if m is not None and _in_path(block, m.start(), m.end()):
+                pos = m.end()
+                continue
             offsets.append(hit)
             pos = block.find(b"\n", hit) + 1
             if pos == 0:
@@ -452,7 +466,7 @@ class Detector:
         free: list[_Hint] | None = None  # this line's hosts: worked out once, if needed
         for m in self._user.finditer(text):
             user = m.group(0)
-            if user in paired_users:
+            if user in paired_users or _in_path(text, m.start(), m.end()):
                 continue
             paired_users.add(user)  # the rest of this line says nothing new about it
             pending = self._waiting(user, number)
@@ -642,6 +656,17 @@ def _normalise(raw: bytes) -> str:
     if text.isascii():
         return text
     return text.translate(_INVISIBLE).translate(_SPACES)
+
+
+# Path separators, as characters of text and as bytes of raw lines.
+_SEPARATORS: frozenset[str | int] = frozenset({"/", "\\", ord("/"), ord("\\")})
+
+
+def _in_path(text: str | bytes, start: int, end: int) -> bool:
+    """Whether ``text[start:end]`` is a folder in a path: a separator on both sides."""
+    if start == 0 or end >= len(text):
+        return False
+    return text[start - 1] in _SEPARATORS and text[end] in _SEPARATORS
 
 
 def _first_port(text: str) -> int | None:

@@ -34,5 +34,7 @@ def test_detect_throughput_quick_mode_reports_both_cases(tmp_path: Path) -> None
     assert cases["no endpoint"]["endpoints"] == 0
     # One endpoint every 4 MiB of 64 MiB, plus the last line.
     assert cases["endpoint every 4 MiB"]["endpoints"] == 17
+    # The solver log naming the job user's folders has only its last line's endpoint.
+    assert cases["user paths, 1 line in 60"]["endpoints"] == 1
     assert all(r["mb_per_s"] > 0 and r["peak_rss_mb"] > 0 for r in cases.values())
     assert list(tmp_path.glob("jobtunnel-bench-*")) == []  # logs cleaned up

@@ -273,3 +273,16 @@ def test_a_padded_table_with_a_port_column_finishes() -> None:
     detector = Detector("table.txt")
     findings = detector.feed(header + row * 50) + detector.close()
     assert ("uprod_Tab1", "52.1.2.3", 22) in {f.key for f in findings if isinstance(f, Endpoint)}
+
+
+def test_usernames_in_paths_are_not_read_closely() -> None:
+    """A solver log names the job user's folders on every 60th line: those lines (and the
+    lines around them) are only counted, so most of the log is never searched."""
+    noise = b"2026-11-24T09:00:00Z INFO  solver: time step 1 Courant max 0.48 residual 1e-05\n"
+    path = b"2026-11-24T09:00:00Z INFO  reading /enc/uprod_qpWia/work/case_1/constant/faces\n"
+    data = (path + noise * 59) * 200 + b"ssh -p 32100 uprod_Last1@52.1.2.3\n"
+    chars, findings = measure([data])
+    assert {f.key for f in findings if isinstance(f, Endpoint)} == {
+        ("uprod_Last1", "52.1.2.3", 32100)
+    }
+    assert chars < len(data) // 20, f"{chars} chars searched for {len(data)} bytes"
