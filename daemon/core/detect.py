@@ -23,6 +23,8 @@ from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 
+from .address import check_host
+
 __all__ = [
     "DEFAULT_USERNAME_PATTERN",
     "Detector",
@@ -138,17 +140,6 @@ _FILE_ENDINGS = frozenset(
 )
 
 
-# Why an address is not public, most specific first (a loopback address is also private).
-_ADDRESS_KINDS = (
-    ("is_loopback", "a loopback"),
-    ("is_link_local", "a link-local"),
-    ("is_multicast", "a multicast"),
-    ("is_unspecified", "an unspecified"),
-    ("is_private", "a private"),
-    ("is_reserved", "a reserved"),
-)
-
-
 @dataclass(frozen=True)
 class Endpoint:
     """A cluster's SSH endpoint as found in a log."""
@@ -202,34 +193,6 @@ def job_id_of(user: str) -> str | None:
     if not (sep and job.isascii() and job.isalnum() and head.isascii() and head.isalpha()):
         return None
     return job if head.islower() and head.startswith("u") and head[1:].endswith("prod") else None
-
-
-def check_host(host: str, allow_private: bool) -> tuple[str, str | None]:
-    """Normalise a host and say why it is unusable (None when it is fine)."""
-    host = host.strip().rstrip(".").strip("[]")
-    try:
-        ip = ipaddress.ip_address(host.split("%", 1)[0])
-    except ValueError:
-        ip = None
-    if ip is not None:
-        host = str(ip)
-        if allow_private or (ip.is_global and not ip.is_multicast and not ip.is_reserved):
-            return host, None
-        words = next((w for attr, w in _ADDRESS_KINDS if getattr(ip, attr)), "a non-public")
-        return host, f"{words} address (set detect.allow_private_addresses to accept it)"
-    host = host.lower()
-    labels = host.split(".")
-    if len(host) > 253 or not all(
-        re.fullmatch(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?", lb) for lb in labels
-    ):
-        return host, "not a valid IP address or DNS name"
-    if labels[-1].isdigit():
-        return host, "not a valid IPv4 address"
-    if len(labels) < 2:
-        return host, "not a fully qualified DNS name"
-    if not allow_private and (host == "localhost" or labels[-1] in ("localhost", "local")):
-        return host, "a loopback or local-network name (set detect.allow_private_addresses)"
-    return host, None
 
 
 @dataclass

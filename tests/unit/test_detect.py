@@ -100,6 +100,8 @@ def test_ipv6_and_dns_names(line: bytes, host: str | None) -> None:
         (b"ssh -i k uprod_A1@169.254.10.1", "link-local"),
         (b"ssh -i k uprod_A1@224.0.0.1", "multicast"),
         (b"ssh -i k uprod_A1@[::1]", "loopback"),
+        (b"ssh -i k uprod_A1@0x7f.0x1", "numeric"),
+        (b"Host: 0xa9.0xfe.0xa9.0xfe\nUser: uprod_A1", "numeric"),
         (b"ssh -i k uprod_A1@localhost", "DNS"),
         (b"ssh -p 99999 uprod_A1@52.1.2.3", "outside 1-65535"),
         (b"ssh -p 0 uprod_A1@52.1.2.3", "outside 1-65535"),
