@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import signal
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ from ..engine.hostkeys import HostKeyStore
 from ..engine.options import TunnelStatus, forwards_of, tunnel_options
 from ..engine.passphrase import keyring_source
 from ..engine.tunnel import Tunnel
+from . import signals
 from .instance import InstanceLock
 from .scan import scan_file
 from .store import Store, StoreError, record_to_dict
@@ -108,10 +108,9 @@ class Service:
             # An unreadable file that could not be moved aside: run, but never save over it.
             log.error("%s; running without saving state", exc)
             self.store = _NullStore(str(exc))
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self.request_stop)
-        loop.add_signal_handler(signal.SIGHUP, lambda: self._spawn(self.reload()))
+        signals.install(
+            asyncio.get_running_loop(), self.request_stop, lambda: self._spawn(self.reload())
+        )
         await self.control.start()
         files = {f for rec in self.book for f in rec.files}
         present = await asyncio.to_thread(lambda: {f for f in files if os.path.exists(f)})

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +12,13 @@ import pytest
 from jobtunnel.daemon.config import Config, load_config
 from jobtunnel.daemon.core.policy import State
 from jobtunnel.daemon.engine.options import forwards_of, tunnel_options
+from jobtunnel.daemon.process import signals
+from jobtunnel.daemon.process.instance import (
+    AlreadyRunning,
+    InstanceLock,
+    lock_posix,
+    lock_windows,
+)
 from jobtunnel.daemon.process.service import Service, _Clock
 
 
@@ -74,3 +83,77 @@ def test_status_shape_without_tunnels(isolated_home: Path) -> None:
     assert set(status) == {"daemon", "endpoints"}
     assert status["endpoints"] == []
     assert {"pid", "version", "watch", "summary"} <= set(status["daemon"])
+
+
+class FakeLockModule:
+    """fcntl or msvcrt with a lock that is already held (or not)."""
+
+    LOCK_EX, LOCK_NB, LK_NBLCK = 2, 4, 2
+
+    def __init__(self, held: bool) -> None:
+        self.held = held
+        self.calls: list[tuple[Any, ...]] = []
+
+    def _take(self, *args: Any) -> None:
+        self.calls.append(args)
+        if self.held:
+            raise BlockingIOError if len(args) == 2 else PermissionError
+
+    def flock(self, *args: Any) -> None:
+        self._take(*args)
+
+    def locking(self, *args: Any) -> None:
+        self._take(*args)
+
+
+@pytest.mark.parametrize("lock", [lock_posix, lock_windows])
+def test_the_instance_lock_of_each_platform(tmp_path: Path, lock: Any) -> None:
+    free, held = FakeLockModule(False), FakeLockModule(True)
+    first = InstanceLock(tmp_path / "run" / "daemon.pid", lambda h: lock(h, free))
+    first.acquire()
+    assert (tmp_path / "run" / "daemon.pid").read_text().strip().isdigit()
+    second = InstanceLock(tmp_path / "run" / "daemon.pid", lambda h: lock(h, held))
+    with pytest.raises(AlreadyRunning, match=r"already running \(pid \d+"):
+        second.acquire()
+    first.release()
+    assert free.calls and held.calls
+    if lock is lock_windows:
+        assert free.calls[0][1:] == (FakeLockModule.LK_NBLCK, 1)  # byte 0, no wait
+
+
+def test_the_real_lock_refuses_a_second_daemon(tmp_path: Path) -> None:
+    first = InstanceLock(tmp_path / "daemon.pid")
+    first.acquire()
+    try:
+        with pytest.raises(AlreadyRunning):
+            InstanceLock(tmp_path / "daemon.pid").acquire()
+    finally:
+        first.release()
+    InstanceLock(tmp_path / "daemon.pid").acquire()  # free again
+
+
+def test_signals_on_posix_and_windows() -> None:
+    async def body() -> tuple[list[str], list[str], list[int]]:
+        loop = asyncio.get_running_loop()
+        calls: list[str] = []
+        posix = signals.install(loop, lambda: calls.append("stop"), lambda: None)
+        os.kill(os.getpid(), signal.SIGTERM)
+        await asyncio.sleep(0.05)
+        for name in posix:
+            loop.remove_signal_handler(getattr(signal, name))
+        handlers: dict[int, Any] = {}
+        windows = signals.install(
+            loop,
+            lambda: calls.append("win-stop"),
+            lambda: None,
+            platform="win32",
+            set_handler=lambda sig, fn: handlers.__setitem__(sig, fn),
+        )
+        handlers[signal.SIGINT](signal.SIGINT, None)  # as Ctrl+C would, from the OS
+        await asyncio.sleep(0.05)
+        return posix, windows, [len(calls), calls.count("win-stop")]
+
+    posix, windows, counts = asyncio.run(body())
+    assert posix == ["SIGTERM", "SIGINT", "SIGHUP"]
+    assert "SIGINT" in windows and "SIGHUP" not in windows
+    assert counts == [2, 1]
