@@ -211,6 +211,7 @@ class SourceView(_Wire):
     path: str | None = None  # the file, for kind "file"
     line: int | None = None
     mtime: float | None = None  # the file's mtime when the line was read
+    verified: bool = False  # a source whose word moves a job without asking
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,24 +22,19 @@ def not_running(*args: Any, **kw: Any) -> Any:
     raise DaemonNotRunning()
 
 
+RECORDED = Path(__file__).resolve().parents[1] / "data" / "status"
+
+
 def status_with(pid: int = 4242, ports: tuple[int, ...] = ()) -> dict[str, Any]:
-    """A daemon's status reply (wire form) whose one endpoint holds ``ports``."""
-    forwards = [
-        {"spec": str(p), "dynamic": False, "bind_address": "127.0.0.1", "local_port": p,
-         "remote_host": None, "remote_port": p, "state": "up", "clients": 0, "error": None}
-        for p in ports
-    ]  # fmt: skip
-    endpoint = {
-        "name": "u@3.4.5.6:22", "user": "u", "host": "3.4.5.6", "port": 22, "job_id": None,
-        "action": "active", "state": "up", "since": 1.0, "last_error": None,
-        "last_error_kind": None, "reconnects": 0, "bytes_sent": 0, "bytes_received": 0,
-        "host_key": None, "source": "/l", "line": 1, "notebook_url": None, "forwards": forwards,
-    }  # fmt: skip
-    daemon = {
-        "pid": pid, "version": "0", "started": 1.0, "config": "/c", "state_file": "/s",
-        "save_error": None, "watch": {"folders": [], "mode": "inotify"}, "summary": "",
-    }  # fmt: skip
-    return {"version": 1, "daemon": daemon, "endpoints": [endpoint] if ports else []}
+    """The real daemon's recorded status reply (tests/data/status/up.json), its pid and
+    the local ports of its one endpoint set (no endpoint when no port is given)."""
+    status = json.loads((RECORDED / "up.json").read_text())
+    status["daemon"]["pid"] = pid
+    [endpoint] = status["endpoints"]
+    [fwd] = endpoint["forwards"]
+    endpoint["forwards"] = [dict(fwd, local_port=p) for p in ports]
+    status["endpoints"] = [endpoint] if ports else []
+    return status  # type: ignore[no-any-return]
 
 
 @pytest.fixture

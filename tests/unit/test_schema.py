@@ -7,8 +7,10 @@ import contextlib
 import dataclasses
 import enum
 import json
+import re
 import types
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any, Union, get_args, get_origin
 
 import pytest
@@ -110,6 +112,26 @@ def test_enums_cover_what_the_daemon_reports() -> None:
     assert set(ForwardState) == {"up", "held", "closed", "error"}
     assert {s.value for s in SourceKind} == {"file", "user", "rescale-api"}
     assert "switch" in set(schema.Command)
+
+
+RECORDED = sorted((Path(__file__).resolve().parents[1] / "data" / "status").glob("*.json"))
+
+
+def key_paths(value: Any) -> set[str]:
+    return {re.sub(r"\[\d+\]", "[]", p) for p, _keys, _v in leaves(value)}
+
+
+@pytest.mark.parametrize("path", RECORDED, ids=[p.stem for p in RECORDED])
+def test_recorded_payloads_read_and_nothing_the_daemon_sends_is_dropped(path: Path) -> None:
+    obj = json.loads(path.read_text())
+    snap = from_wire(obj)
+    assert from_wire(snap.to_wire()) == snap
+    # Every key the real daemon sent has a field here (else the clients never see it).
+    assert key_paths(obj) <= key_paths(snap.to_wire())
+
+
+def test_there_are_recordings() -> None:
+    assert {p.stem for p in RECORDED} >= {"empty", "up", "paused", "refused-key"}
 
 
 def test_todays_payload_without_the_new_keys_parses() -> None:
@@ -242,7 +264,7 @@ def test_every_required_key_is_named_when_missing() -> None:
     # Only the keys added after the first payload (and a source's details) may be left out.
     assert optional == {
         "version", "source_info", "pending_move", "waiting_reason", "refused_key",
-        "path", "line", "mtime",
+        "path", "line", "mtime", "verified",
     }  # fmt: skip
 
 

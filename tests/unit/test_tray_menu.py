@@ -5,6 +5,7 @@ desktop)."""
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import shlex
 import time
@@ -51,46 +52,70 @@ CTX = MenuContext(
 )
 
 
+RECORDED = Path(__file__).resolve().parents[1] / "data" / "status"
+
+
+def recorded(name: str) -> dict[str, Any]:
+    """A status payload the real daemon sent (tests/e2e/test_status_record.py records them)."""
+    return json.loads((RECORDED / f"{name}.json").read_text())  # type: ignore[no-any-return]
+
+
+UP = recorded("up")
+
+
+def based(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``changes``, each of which must be a key the daemon really sends."""
+    unknown = changes.keys() - base.keys()
+    assert not unknown, f"not in the recorded payload: {sorted(unknown)}"
+    return copy.deepcopy(base) | changes
+
+
 def forward(
     local: int | None = 8888, remote: int = 8888, state: str = "up", clients: int = 0, **kw: Any
 ) -> dict[str, Any]:
-    return {
-        "spec": str(remote),
-        "dynamic": False,
-        "bind_address": "127.0.0.1",
-        "local_port": local,
-        "remote_host": None,
-        "remote_port": remote,
-        "state": state,
-        "clients": clients,
-        "error": None,
-    } | kw
+    return based(
+        UP["endpoints"][0]["forwards"][0],
+        {
+            "spec": str(remote),
+            "dynamic": False,
+            "bind_address": "127.0.0.1",
+            "local_port": local,
+            "remote_host": None,
+            "remote_port": remote,
+            "state": state,
+            "clients": clients,
+            "error": None,
+        }
+        | kw,
+    )
 
 
 def endpoint(
     job: str = "qpWia", state: str = "up", action: str = "active", **kw: Any
 ) -> dict[str, Any]:
     user = f"uprod_{job}"
-    return {
-        "name": f"{user}@3.4.5.6:22",
-        "user": user,
-        "host": "3.4.5.6",
-        "port": 22,
-        "job_id": job,
-        "action": action,
-        "state": state,
-        "since": NOW - 600,
-        "last_error": None,
-        "last_error_kind": None,
-        "reconnects": 0,
-        "bytes_sent": 0,
-        "bytes_received": 0,
-        "host_key": None,
-        "source": "/logs/x.log",
-        "line": 3,
-        "notebook_url": None,
-        "forwards": [forward()],
-    } | kw
+    return based(
+        UP["endpoints"][0],
+        {
+            "name": f"{user}@3.4.5.6:22",
+            "user": user,
+            "host": "3.4.5.6",
+            "port": 22,
+            "job_id": job,
+            "action": action,
+            "state": state,
+            "since": NOW - 600,
+            "last_error": None,
+            "last_error_kind": None,
+            "reconnects": 0,
+            "host_key": None,
+            "source": "/logs/x.log",
+            "line": 3,
+            "source_info": None,
+            "forwards": [forward()],
+        }
+        | kw,
+    )
 
 
 def snapshot(*endpoints: dict[str, Any], folders: tuple[str, ...] = ("/w",)) -> StatusSnapshot:
@@ -98,19 +123,23 @@ def snapshot(*endpoints: dict[str, Any], folders: tuple[str, ...] = ("/w",)) -> 
 
 
 def wire_snapshot(*endpoints: dict[str, Any], folders: tuple[str, ...] = ("/w",)) -> dict[str, Any]:
-    return {
-        "daemon": {
-            "pid": 1,
-            "version": "0.1.0",
-            "started": NOW - 3600,
-            "config": CTX.config_file,
-            "state_file": "/s",
-            "save_error": None,
-            "watch": {"folders": list(folders), "mode": "inotify"},
-            "summary": "",
-        },
-        "endpoints": list(endpoints),
-    }
+    daemon = based(UP["daemon"], {"started": NOW - 3600, "config": CTX.config_file})
+    daemon["watch"]["folders"] = list(folders)
+    return based(UP, {"daemon": daemon, "endpoints": list(endpoints)})
+
+
+def test_the_recorded_payloads_make_menus() -> None:
+    """Each state the real daemon was recorded in, as the tray shows it."""
+    shown = {name: build_menu(from_wire(recorded(name)), CTX) for name in
+             ("empty", "up", "paused", "refused-key")}  # fmt: skip
+    assert texts(shown["empty"])[0] == "no clusters yet"
+    assert "No clusters yet (watching 1 folder)" in texts(shown["empty"])
+    assert texts(shown["up"])[0] == "1 tunnel up"
+    assert find(shown["up"], "    localhost:").action is not None
+    assert "Resume all" in texts(shown["paused"]) and texts(shown["paused"])[0] == "1 paused"
+    assert texts(shown["refused-key"])[0] == "1 failed"
+    assert find(shown["refused-key"], "Trust") is not None
+    assert find(shown["refused-key"], "Source: /home/u/JobLogs/job.log:2") is not None
 
 
 def fv(*args: Any, **kw: Any) -> ForwardView:

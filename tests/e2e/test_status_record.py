@@ -1,0 +1,148 @@
+"""The real daemon's ``status --json`` has the structure of the recorded payloads in
+``tests/data/status/*.json`` (the tray's and the CLI's unit tests read those), so a key
+renamed or retyped in the daemon breaks this test, and the recordings then break the
+clients' tests until they follow.
+
+Structure means the keys and the JSON type of the value at each path (list items merged),
+not the values: pids, ports, times and paths differ on every run. Every live payload must
+also fit :mod:`jobtunnel.daemon.api.schema`.
+
+``JOBTUNNEL_RECORD_STATUS=1`` rewrites the files from the live daemon instead (volatile
+values scrubbed: the home folder becomes ``/home/u``, the pid 4242).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from jobtunnel.daemon.api.schema import from_wire
+
+from tests.helpers.daemonproc import Daemon, Env, endpoint_up, wait_for
+
+RECORDED = Path(__file__).resolve().parents[1] / "data" / "status"
+RECORDING = os.environ.get("JOBTUNNEL_RECORD_STATUS") == "1"
+FAKE_HOME = "/home/u"
+FAKE_PID = 4242
+
+
+def kind(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, int):
+        return "int"
+    if isinstance(value, float):
+        return "float"
+    if isinstance(value, str):
+        return "str"
+    if isinstance(value, list):
+        return "list"
+    return "object"
+
+
+def structure(
+    value: object, path: str = "", into: dict[str, set[str]] | None = None
+) -> dict[str, set[str]]:
+    """Path -> the JSON types seen there; list items share the path ``name[]``."""
+    out: dict[str, set[str]] = {} if into is None else into
+    out.setdefault(path or "(top)", set()).add(kind(value))
+    if isinstance(value, dict):
+        for key, inner in value.items():
+            structure(inner, f"{path}.{key}" if path else key, out)
+    elif isinstance(value, list):
+        for inner in value:
+            structure(inner, f"{path}[]", out)
+    return out
+
+
+def differences(recorded: object, live: object) -> list[str]:
+    want, got = structure(recorded), structure(live)
+    out = [f"{p}: recorded, not in the live payload" for p in sorted(want.keys() - got.keys())]
+    out += [f"{p}: in the live payload, not recorded" for p in sorted(got.keys() - want.keys())]
+    out += [
+        f"{p}: recorded {sorted(want[p])}, live {sorted(got[p])}"
+        for p in sorted(want.keys() & got.keys())
+        if want[p] != got[p]
+    ]
+    return out
+
+
+def scrub(value: Any, env: Env) -> Any:
+    """Volatile values replaced, so that a recording reads the same on every machine."""
+    if isinstance(value, dict):
+        return {
+            k: FAKE_PID if k == "pid" and isinstance(v, int) else scrub(v, env)
+            for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [scrub(v, env) for v in value]
+    if isinstance(value, str):
+        return value.replace(str(env.home), FAKE_HOME)
+    return value
+
+
+def check(name: str, live: dict[str, Any], env: Env, problems: list[str]) -> None:
+    from_wire(live)  # whatever is recorded must fit the schema
+    path = RECORDED / f"{name}.json"
+    if RECORDING:
+        RECORDED.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(scrub(live, env), indent=2) + "\n")
+        return
+    if not path.exists():
+        problems.append(f"{path.name}: not recorded; run with JOBTUNNEL_RECORD_STATUS=1")
+        return
+    recorded = json.loads(path.read_text())
+    problems += [f"{path.name}: {d}" for d in differences(recorded, live)]
+
+
+def test_the_structure_compare_sees_renames_and_retypes() -> None:
+    base = {"endpoints": [{"port": 22, "forwards": [{"local_port": None}]}]}
+    assert differences(base, json.loads(json.dumps(base))) == []
+    renamed = {"endpoints": [{"ssh_port": 22, "forwards": [{"local_port": None}]}]}
+    assert differences(base, renamed) == [
+        "endpoints[].port: recorded, not in the live payload",
+        "endpoints[].ssh_port: in the live payload, not recorded",
+    ]
+    retyped = {"endpoints": [{"port": "22", "forwards": [{"local_port": 5}]}]}
+    assert differences(base, retyped) == [
+        "endpoints[].forwards[].local_port: recorded ['null'], live ['int']",
+        "endpoints[].port: recorded ['int'], live ['str']",
+    ]
+
+
+@pytest.mark.sshd
+@pytest.mark.timeout(120)
+def test_live_status_has_the_recorded_structure(env: Env, daemons: Callable[[], Daemon]) -> None:
+    daemons()
+    problems: list[str] = []
+    check("empty", env.status(), env, problems)
+
+    env.logs.mkdir(parents=True, exist_ok=True)
+    (env.logs / "job.log").write_text("Starting cluster\n" + env.log_line())
+    wait_for(lambda: endpoint_up(env), "the tunnel to come up")
+    check("up", env.status(), env, problems)
+
+    name = f"{env.sshd.user}@127.0.0.1:{env.sshd.port}"
+    assert env.cli("pause", name).returncode == 0
+    wait_for(lambda: env.status()["endpoints"][0]["state"] == "paused", "the pause")
+    check("paused", env.status(), env, problems)
+
+    # A changed host key: refused, and not retried by itself.
+    assert env.cli("resume", name).returncode == 0
+    wait_for(lambda: endpoint_up(env), "the tunnel after resume")
+    env.sshd.new_host_key()
+    env.sshd.restart()
+    refused = wait_for(
+        lambda: [
+            s for s in [env.status()] if s["endpoints"][0]["last_error_kind"] == "host_key_changed"
+        ],
+        "the daemon to refuse the changed host key",
+    )[0]
+    check("refused-key", refused, env, problems)
+    assert not problems, "\n".join(problems)
