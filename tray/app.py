@@ -331,6 +331,8 @@ class TrayApp:
             log.warning("pystray fell back to xorg: icon only, no menu; %s", backend.INSTALL_HINT)
         else:
             log.info("pystray backend loaded: %s", loaded)
+        if loaded in ("appindicator", "gtk"):
+            backend.guard_notifier(self.notifier.disable)
         with self._lock:
             self._shown_state = overall(self.snapshot)
             self._shown_title = tooltip(self.snapshot, self.detail)

@@ -5,15 +5,25 @@ native backend on Windows and macOS. The xorg backend shows an icon with no menu
 no clicks, so the tray is then only a status light; :func:`describe` says so, for the
 tray's log and for ``jobtunnel doctor``. It checks without importing pystray (which,
 without a display and without PyGObject, raises ``Xlib.error.DisplayNameError``).
+
+The GTK backends (appindicator, gtk) build a D-Bus notifier while they initialise, which
+raises when the desktop's notification service is registered but fails to start, and
+hide its notification on exit, which raises where there is none: :func:`guard_notifier`
+makes both degrade to "no notifications" instead of ending the tray.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
+from collections.abc import Callable
+from types import ModuleType
 from typing import Any
 
-__all__ = ["INSTALL_HINT", "describe", "import_pystray"]
+__all__ = ["INSTALL_HINT", "describe", "guard_notifier", "import_pystray"]
+
+log = logging.getLogger(__name__)
 
 INSTALL_HINT = (
     "install PyGObject for a menu: apt-get install libgirepository1.0-dev libcairo2-dev "
@@ -72,3 +82,44 @@ def import_pystray() -> Any:
     except Exception as exc:  # Xlib.error.DisplayNameError and friends
         raise ImportError(f"pystray cannot start here: {type(exc).__name__}: {exc}") from exc
     return pystray
+
+
+def guard_notifier(on_failure: Callable[[str], None], module: ModuleType | None = None) -> None:
+    """Wrap pystray's D-Bus ``Notifier`` (in ``module``, by default pystray's
+    ``_util.notify_dbus``) so that a failure to create it calls ``on_failure(why)`` and
+    leaves a notifier that refuses to notify, and hiding a notification never raises."""
+    target: Any = module
+    if target is None:
+        from pystray._util import notify_dbus
+
+        target = notify_dbus
+    real = target.Notifier
+    if getattr(real, "guarded", False):
+        return
+
+    class GuardedNotifier:
+        guarded = True
+
+        def __init__(self) -> None:
+            self.why: str | None = None
+            self.real: Any = None
+            try:
+                self.real = real()
+            except Exception as exc:  # GLib.Error from the D-Bus activation, mostly
+                self.why = f"the notification service failed to start: {exc}"
+                on_failure(self.why)
+
+        def notify(self, title: str, message: str, icon: str) -> None:
+            if self.real is None:
+                raise RuntimeError(self.why or "no notification service")
+            self.real.notify(title, message, icon)
+
+        def hide(self) -> None:
+            if self.real is None:
+                return
+            try:
+                self.real.hide()
+            except Exception as exc:  # pystray hides on exit, service or not
+                log.debug("hiding the notification failed: %s", exc)
+
+    target.Notifier = GuardedNotifier

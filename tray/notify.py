@@ -198,6 +198,13 @@ class Notifier:
         self._why_not: str | None = None
         self._checked = False
 
+    def disable(self, why: str) -> None:
+        """Notifications cannot work here (``why``): say so once; notices are then logged."""
+        if not self._why_not:
+            log.warning("notifications are skipped: %s", why)
+        self._checked = True
+        self._why_not = why
+
     def show(self, notice: Notice) -> bool:
         if not self._checked:
             self._checked = True

@@ -830,3 +830,31 @@ def test_icon_and_menu_are_replaced_only_when_they_change(
     assert icon.sets[4:] == ["icon", "title", "menu"]
     app.show(None)
     assert icon.menu == build_menu(None, app.context())  # type: ignore[attr-defined]
+
+
+def test_a_notification_service_that_fails_to_start_turns_notices_off(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """pystray builds its D-Bus notifier while initialising: a failure there must not end
+    the tray; notices are then logged, with one line saying why."""
+    import types
+
+    class Failing:
+        def __init__(self) -> None:
+            raise RuntimeError("StartServiceByName: exited with status 1")
+
+    module = types.SimpleNamespace(Notifier=Failing)
+    sent: list[tuple[str, str]] = []
+    notifier = Notifier(lambda m, t: sent.append((m, t)), check=lambda: None)
+    backend.guard_notifier(notifier.disable, module)  # type: ignore[arg-type]
+    backend.guard_notifier(notifier.disable, module)  # type: ignore[arg-type]  # once only
+    with caplog.at_level(logging.INFO, "jobtunnel.tray"):
+        guarded = module.Notifier()
+        guarded.hide()  # pystray hides on exit: never raises
+        with pytest.raises(RuntimeError, match="status 1"):
+            guarded.notify("t", "m", "/i.png")
+        assert not notifier.show(Notice("new", "T", "M"))
+        assert not notifier.show(Notice("new", "T2", "M2"))
+    assert sent == []
+    skipped = [r for r in caplog.records if "notifications are skipped" in r.message]
+    assert len(skipped) == 1 and "failed to start" in skipped[0].message
