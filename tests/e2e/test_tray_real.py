@@ -302,3 +302,62 @@ def drive_the_tray(env: Env, desktop: Desktop, daemon: Daemon) -> None:
             wait_for(lambda: env.cli("status").returncode != 0, "the started daemon to stop")
     text = tray_log.read_text()
     assert "Traceback" not in text and "tray stopped" in text, text
+
+
+@pytest.mark.sshd
+@pytest.mark.timeout(90)
+def test_tray_without_a_working_notification_service(env: Env, desktop: Desktop) -> None:
+    """A notification service that is registered on the session bus but fails to start
+    (its Exec is /bin/false): the tray docks, its menu works, and it says so once."""
+    services = desktop.workdir / "share" / "dbus-1" / "services"
+    services.mkdir(parents=True)
+    (services / "org.freedesktop.Notifications.service").write_text(
+        "[D-BUS Service]\nName=org.freedesktop.Notifications\nExec=/bin/false\n"
+    )
+    daemon = Daemon(env)
+    try:
+        daemon.wait_ready()
+        env.logs.mkdir(parents=True, exist_ok=True)
+        (env.logs / "job.log").write_text("Starting cluster\n" + env.log_line())
+        wait_for(lambda: endpoint_up(env), "the tunnel to come up")
+        data_dirs = f"{desktop.workdir / 'share'}:{os.environ.get('XDG_DATA_DIRS', '/usr/share')}"
+        tray_env = dict(
+            env.vars,
+            DISPLAY=desktop.display,
+            PYSTRAY_BACKEND="appindicator",
+            XDG_DATA_DIRS=data_dirs,
+        )
+        tray_log = desktop.workdir / "tray.log"
+        tray = desktop.spawn(
+            "dbus-run-session", "--", "sh", "-c", f'exec "$@" 2>"{tray_log}"', "sh",
+            sys.executable, "-m", "jobtunnel.daemon", "-v", "tray",
+            env=tray_env,
+        )  # fmt: skip
+        box = wait_for(desktop.tray_box, "the tray icon to dock in trayer")
+        wait_for(lambda: "daemon connected" in tray_log.read_text(), "the tray to reach the daemon")
+        time.sleep(1.0)
+        # The menu works: "Pause all", reached with the keyboard from the pure model.
+        x, y, w, h = box
+        desktop.run("xdotool", "mousemove", str(x + w // 2), str(y + h // 2), "click", "1")
+        time.sleep(1.0)
+        context = MenuContext(now=time.time(), identity_file="k", public_key="p", log_file="l",
+                              config_file="c")  # fmt: skip
+        top = selectable(build_menu(from_wire(env.status()), context))
+        pause = next(i for i in top if i.text == "Pause all")
+        desktop.key(*["Down"] * (top.index(pause) + 1), "Return")
+        wait_for(
+            lambda: env.status()["endpoints"][0]["state"] == "paused", "the pause from the menu"
+        )
+        # Quit is the last item.
+        desktop.run("xdotool", "mousemove", str(x + w // 2), str(y + h // 2), "click", "1")
+        time.sleep(1.0)
+        desktop.key("Up", "Return")
+        assert tray.wait(10) == 0
+    finally:
+        if not daemon.dead():
+            daemon.kill()
+    text = tray_log.read_text()
+    assert "Traceback" not in text and "tray stopped" in text, text
+    assert "menu: pause_all" in text
+    assert text.count("notifications are skipped") == 1, text
+    assert "failed to start" in text
