@@ -1,9 +1,10 @@
 """The tunnel's own listening sockets, one per forward, and the choice of their ports.
 
 They are bound once and stay bound across reconnects (asyncssh's ``forward_local_port``
-would close them with the connection). A port is sticky: the one bound last time
-(``assigned``) is tried first, then the wanted one, then the rest of the port range,
-skipping other endpoints' sticky ports (``reserved``).
+would close them with the connection). Which ports to try comes from a
+:class:`~jobtunnel.daemon.core.book.PortLease` (the daemon's endpoint book owns the
+ports: sticky ones first, never another endpoint's); each port bound is reported back
+to it. :class:`OwnPorts` is the lease of a tunnel on its own (tests, benchmarks).
 """
 
 from __future__ import annotations
@@ -12,16 +13,17 @@ import asyncio
 import errno
 import functools
 import logging
-from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 from ..core.address import hostport
+from ..core.book import PortLease
 from ..core.forward import ForwardSpec
 from ..core.policy import port_candidates
 from .options import ForwardStatus
 from .pump import client_protocol
 
-__all__ = ["MAX_BIND_ATTEMPTS", "Forward", "Listeners"]
+__all__ = ["MAX_BIND_ATTEMPTS", "Forward", "Listeners", "OwnPorts"]
 
 log = logging.getLogger(__name__)
 
@@ -59,29 +61,41 @@ class Forward:
 ClientHandler = Callable[[Forward, asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
 
+class OwnPorts:
+    """The lease of a tunnel with no book: ``assigned`` (spec -> port) first, then
+    :func:`port_candidates`; what it binds is remembered here."""
+
+    def __init__(self, port_range: tuple[int, int], assigned: Mapping[str, int] | None) -> None:
+        self._range = port_range
+        self.assigned: dict[str, int] = dict(assigned or {})
+
+    def candidates(self, spec: ForwardSpec) -> Iterator[int]:
+        return port_candidates(spec.local_port, self.assigned.get(spec.spec), self._range)
+
+    def bound(self, spec: ForwardSpec, port: int) -> None:
+        self.assigned[spec.spec] = port
+
+
 class Listeners:
-    """The listeners of one tunnel. ``assigned`` maps a forward spec to the port it had
-    (kept sticky); ``reserved`` returns other endpoints' sticky ports."""
+    """The listeners of one tunnel; ``ports`` says which ports to try and is told which
+    one each forward got."""
 
     def __init__(
         self,
         name: str,
         forwards: Sequence[ForwardSpec],
         bind_address: str,
-        port_range: tuple[int, int],
-        assigned: Mapping[str, int] | None = None,
-        reserved: Callable[[], Collection[int]] | None = None,
+        ports: PortLease,
     ) -> None:
         self._name = name
         self.forwards = [Forward(f, f.bind_address or bind_address) for f in forwards]
-        self._port_range = port_range
-        self._assigned: dict[str, int] = dict(assigned or {})
-        self._reserved = reserved or (lambda: ())
+        self._ports = ports
+        self._bound: dict[str, int] = {}
         self._closing: list[asyncio.Server] = []
 
     def assigned(self) -> dict[str, int]:
-        """Forward spec -> local port actually bound."""
-        return dict(self._assigned)
+        """Forward spec -> local port bound last (kept while closed)."""
+        return dict(self._bound)
 
     def status(self) -> tuple[ForwardStatus, ...]:
         return tuple(f.status() for f in self.forwards)
@@ -112,11 +126,11 @@ class Listeners:
         spec = fwd.spec
         # '*' is OpenSSH's spelling of every interface; asyncio wants None for that.
         host: str | None = None if fwd.bind_address == "*" else fwd.bind_address
-        sticky = self._assigned.get(spec.spec)
         last: OSError | None = None
         loop = asyncio.get_running_loop()
-        candidates = port_candidates(spec.local_port, sticky, self._port_range, self._reserved())
-        for n, candidate in enumerate(candidates):
+        wanted: int | None = None
+        for n, candidate in enumerate(self._ports.candidates(spec)):
+            wanted = candidate if n == 0 else wanted
             if n >= MAX_BIND_ATTEMPTS:
                 break
             try:
@@ -132,8 +146,8 @@ class Listeners:
                 continue
             port = int(server.sockets[0].getsockname()[1])
             fwd.server, fwd.port, fwd.error = server, port, None
-            self._assigned[spec.spec] = port
-            wanted = sticky or spec.local_port
+            self._bound[spec.spec] = port
+            self._ports.bound(spec, port)
             moved = f" (port {wanted} was taken)" if wanted and wanted != port else ""
             target = "SOCKS" if spec.dynamic else hostport(spec.remote_host, spec.remote_port)
             log.info(

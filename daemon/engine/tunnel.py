@@ -18,12 +18,13 @@ import functools
 import logging
 import random
 import time
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import asyncssh
 
 from .. import paths
 from ..core.address import hostport
+from ..core.book import PortLease
 from ..core.forward import ForwardSpec
 from ..core.policy import ErrorKind, State, TunnelMachine
 from ..core.socks import Reply, Socks5Handshake, reply
@@ -32,7 +33,7 @@ from .errors import ChannelRefused, classify
 from .hold import HeldClients
 from .hostkeys import HostKeyStore
 from .link import Link, open_link
-from .listen import Forward, Listeners
+from .listen import Forward, Listeners, OwnPorts
 from .options import TunnelOptions, TunnelStatus
 from .pump import ChannelSession, Traffic, open_guarded, pump, socks_handshake
 
@@ -61,11 +62,11 @@ class Tunnel:
         forwards: Sequence[ForwardSpec],
         options: TunnelOptions | None = None,
         *,
+        ports: PortLease | None = None,
         assigned_ports: Mapping[str, int] | None = None,
         host_keys: HostKeyStore | None = None,
         passphrase: PassphraseCallback | None = None,
         key_loader: KeyLoader | None = None,
-        reserved_ports: Callable[[], Collection[int]] | None = None,
         rand: Callable[[], float] = random.random,
     ) -> None:
         self.user = user
@@ -77,15 +78,13 @@ class Tunnel:
         # A shared loader asks for each key's passphrase once per daemon, not per tunnel.
         self._keys = key_loader or KeyLoader(self.options.identity_files, passphrase)
         self._machine = TunnelMachine(self.options.policy(), rand)
-        # Other endpoints' sticky ports (reserved_ports) are never taken when this
-        # one's must move.
+        # ``ports``: the daemon's book lends the ports; alone, the tunnel keeps its own,
+        # starting from ``assigned_ports``.
         self._listeners = Listeners(
             self.name,
             forwards,
             self.options.bind_address,
-            self.options.port_range,
-            assigned_ports,
-            reserved_ports,
+            ports or OwnPorts(self.options.port_range, assigned_ports),
         )
         self._link: Link | None = None
         self._wake = asyncio.Event()
@@ -125,8 +124,7 @@ class Tunnel:
         return self._traffic.received
 
     def assigned_ports(self) -> dict[str, int]:
-        """Forward spec -> local port actually bound; persist it and pass it back as
-        ``assigned_ports`` next time to keep ports sticky."""
+        """Forward spec -> local port bound last (the lease was told already)."""
         return self._listeners.assigned()
 
     def status(self) -> TunnelStatus:

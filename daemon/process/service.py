@@ -248,15 +248,13 @@ class Service:
             rec.port,
             forwards_of(self.config),
             tunnel_options(self.config),
-            assigned_ports=rec.ports,
+            ports=self.book.lease(key),  # the book owns the ports; the tunnel reports back
             host_keys=self.host_keys,
             passphrase=keyring_source,  # opted-in (`jobtunnel keys remember`); else skipped
-            reserved_ports=lambda: self.book.ports_of_others(key),
         )
         self.tunnels[key] = tunnel
         tunnel.subscribe(lambda status: self._on_status(key, tunnel, status))
         await tunnel.start()
-        self._remember_ports(key)
         return tunnel
 
     def _on_status(self, key: tuple[str, str, int], tunnel: Tunnel, status: TunnelStatus) -> None:
@@ -266,7 +264,6 @@ class Service:
                 self.book.ended(key, status.last_error or "gave up")
             elif status.state == "up":
                 self.book.seen(key, time.time())
-        self._remember_ports(key)
         self._saved_if_changed()
         self._publish_soon()
 
@@ -279,18 +276,6 @@ class Service:
         if self._publish_handle is None:
             loop = asyncio.get_running_loop()
             self._publish_handle = loop.call_later(PUBLISH_DELAY, self._publish)
-
-    def _remember_ports(self, only: tuple[str, str, int] | None = None) -> None:
-        """Tell the book the ports every tunnel (or ``only`` one) has bound."""
-        tunnels = self.tunnels.items() if only is None else [(only, self.tunnels.get(only))]
-        for key, tunnel in tunnels:
-            if tunnel is None:
-                continue
-            lease = self.book.lease(key)
-            for spec in forwards_of(self.config):
-                port = tunnel.assigned_ports().get(spec.spec)
-                if port is not None:
-                    lease.bound(spec, port)
 
     # -- state file ------------------------------------------------------------------
 
@@ -352,7 +337,6 @@ class Service:
         await self.watcher.rescan()
 
     async def _snapshot(self) -> None:
-        self._remember_ports()
         files = {f for rec in self.book for f in rec.files}
         present = await asyncio.to_thread(lambda: {f for f in files if os.path.exists(f)})
         for rec in self.book.prune(time.time(), present.__contains__, self.tunnels):
@@ -391,7 +375,6 @@ class Service:
         tunnel_settings = (config.ssh, config.tunnels, config.reconnect)
         if tunnel_settings != (old.ssh, old.tunnels, old.reconnect):
             log.info("reload: tunnel settings changed; reopening %d tunnels", len(self.tunnels))
-            self._remember_ports()
             keys = list(self.tunnels)
             for key in keys:
                 await self.tunnels.pop(key).end("settings changed")
@@ -622,7 +605,6 @@ class Service:
 
     async def _cmd_forget(self, args: dict[str, Any]) -> Any:
         rec = self._resolve(args)
-        self._remember_ports(rec.key)
         await self._apply(self.book.forget(rec))
         self._publish()
         return rec.name
@@ -634,7 +616,6 @@ class Service:
 
     async def _cmd_pause(self, args: dict[str, Any]) -> Any:
         records = self._named_or_all(args)
-        self._remember_ports()
         await self._apply(self.book.pause(records))
         self._publish()
         return [rec.name for rec in records]

@@ -64,7 +64,10 @@ def test_a_taken_sticky_port_does_not_steal_another_endpoints_port(isolated_home
             try:
                 await service._open_tunnel(first)
                 await service._open_tunnel(second)
-                return {t.host: t.assigned_ports()[spec] for t in service.tunnels.values()}
+                bound = {t.host: t.assigned_ports()[spec] for t in service.tunnels.values()}
+                # The book was told through the lease: no copy-back from the tunnels.
+                assert {r.host: r.ports[spec] for r in service.book} == bound
+                return bound
             finally:
                 await asyncio.gather(*(t.stop() for t in service.tunnels.values()))
 
