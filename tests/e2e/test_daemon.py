@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import signal
 import socket
 import time
@@ -22,6 +24,7 @@ from tests.helpers.daemonproc import (
     wait_for,
 )
 from tests.helpers.services import HTTP_BODY
+from tests.helpers.soak import proc_tcp
 from tests.helpers.sshd import free_port
 
 
@@ -233,3 +236,106 @@ def test_pause_all_closes_ports_across_a_restart_and_resume_reopens_them(
     ep = wait_for(lambda: endpoint_up(env), "the resumed tunnel")
     assert ep["forwards"][0]["local_port"] == port
     assert get(port) == HTTP_BODY
+
+
+def _listeners(daemon: Daemon) -> set[int]:
+    return {local[1] for state, local, _ in proc_tcp(daemon.proc.pid) if state == "LISTEN"}
+
+
+@pytest.mark.timeout(120)
+def test_a_second_file_cannot_re_point_a_job_until_the_user_switches(
+    env: Env, daemons: Callable[[], Daemon]
+) -> None:
+    """The hijack of issue 14: a dropped file names a known job at another address."""
+    text = env.config.read_text()
+    env.config.write_text(
+        text.replace(
+            f"username_pattern = '{env.sshd.user}'", "username_pattern = 'uprod_[a-z0-9]+'"
+        )
+    )
+    daemon = daemons()
+    job = "hijack1"
+    env.logs.mkdir(exist_ok=True)
+    real = env.logs / "job.log"
+    real.write_text(f"ssh -p {env.sshd.port} uprod_{job}@127.0.0.1\n")
+    os.utime(real, (time.time() - 100, time.time() - 100))
+
+    def ours() -> dict[str, Any] | None:
+        eps = [e for e in env.status()["endpoints"] if e["job_id"] == job]
+        return eps[0] if eps and eps[0]["forwards"][0]["local_port"] else None
+
+    first = wait_for(ours, "the job's endpoint with its listener")
+    port = first["forwards"][0]["local_port"]
+    assert first["source_info"]["path"] == str(real) and first["source_info"]["line"] == 1
+
+    accepted = 0
+    with socket.socket() as impostor:
+        impostor.bind(("127.0.0.2", 0))
+        impostor.listen()
+        impostor.settimeout(0.2)
+        evil_port = impostor.getsockname()[1]
+        (env.logs / "evil.log").write_text(f"ssh -p {evil_port} uprod_{job}@127.0.0.2\n")
+
+        def moved() -> dict[str, Any] | None:
+            ep = ours()
+            return ep if ep and ep["pending_move"] else None
+
+        ep = wait_for(moved, "the pending move in status")
+        assert ep["host"] == "127.0.0.1" and ep["forwards"][0]["local_port"] == port
+        assert ep["pending_move"]["host"] == "127.0.0.2"
+        assert ep["pending_move"]["source"]["path"].endswith("evil.log")
+        time.sleep(1.0)
+        with contextlib.suppress(TimeoutError):
+            impostor.accept()[0].close()
+            accepted += 1
+        assert accepted == 0  # never connected to by itself
+        assert port in _listeners(daemon)
+        assert "reports a new address" in daemon.text()
+
+        switched = env.cli("switch", job)
+        assert switched.returncode == 0, switched.stderr
+
+        def connected() -> bool:
+            with contextlib.suppress(TimeoutError):
+                impostor.accept()[0].close()
+                return True
+            return False
+
+        wait_for(connected, "the switched endpoint to connect to the new address")
+    after = ours()
+    assert after is not None and after["host"] == "127.0.0.2" and after["pending_move"] is None
+    assert after["forwards"][0]["local_port"] == port  # the ports went with it
+
+
+@pytest.mark.timeout(120)
+def test_two_20_endpoint_files_open_few_listeners_and_none_after_the_files_go(
+    env: Env, daemons: Callable[[], Daemon]
+) -> None:
+    env.config.write_text(env.config_text([f"0:127.0.0.1:{env.http_port}"]))
+    daemon = daemons()
+    env.logs.mkdir(exist_ok=True)
+    for f in range(2):
+        lines = [f"ssh -p {2200 + i} {env.sshd.user}@127.1.{f}.{i + 1}" for i in range(20)]
+        (env.logs / f"many-{f}.log").write_text("\n".join(lines) + "\n")
+    wait_for(lambda: len(env.status()["endpoints"]) == 40, "40 endpoints known")
+    time.sleep(1.0)
+    listening = _listeners(daemon)
+    status = env.status()["endpoints"]
+    active = [e for e in status if e["action"] == "active"]
+    assert len(active) == 6 and len(listening) == 6  # 3 per file, 8 at most
+    waiting = [e for e in status if e["action"] == "pending"]
+    assert len(waiting) == 34 and all(e["waiting_reason"] for e in waiting)
+    assert "more than 3 endpoints from" in daemon.text()
+    name = waiting[0]["name"]
+    assert env.cli("connect", name).returncode == 0  # one click opens a waiting one
+    wait_for(lambda: len(_listeners(daemon)) == 7, "the connected one's listener")
+
+    assert daemon.kill(signal.SIGTERM) == 0
+    for f in range(2):
+        (env.logs / f"many-{f}.log").unlink()
+    daemon = daemons()
+    time.sleep(1.0)
+    # The one the user connected is theirs; the rest had only their files.
+    assert len(_listeners(daemon)) == 1
+    reasons = {e["waiting_reason"] for e in env.status()["endpoints"] if e["name"] != name}
+    assert "every log file that named it is gone" in reasons
