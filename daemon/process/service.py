@@ -23,13 +23,15 @@ from .. import __version__, paths
 from ..api.server import ControlServer
 from ..api.wire import ControlError
 from ..config import Config, ConfigError, load_config
+from ..core.address import check_host
 from ..core.book import Book, Limits, NoMove, Plan, Record, Source
-from ..core.detect import Detector, Endpoint, Rejection, check_host, job_id_of
+from ..core.detect import Endpoint, Rejection, job_id_of
 from ..engine.hostkeys import HostKeyStore
 from ..engine.options import TunnelStatus, forwards_of, tunnel_options
 from ..engine.passphrase import keyring_source
 from ..engine.tunnel import Tunnel
 from . import signals
+from .detection import DetectionWorker
 from .instance import InstanceLock
 from .scan import scan_file
 from .store import Store, StoreError, record_to_dict
@@ -71,7 +73,7 @@ class Service:
         self._saved_version = 0
         self.host_keys = HostKeyStore(paths.known_hosts_file())
         self.tunnels: dict[Key, Tunnel] = {}
-        self.detectors: dict[Path, Detector] = {}
+        self.detection = DetectionWorker(config.detect, self._on_findings)
         self.lock = InstanceLock(paths.runtime_dir() / "daemon.pid")
         self.notifier = Notifier()
         self.started = time.time()
@@ -132,6 +134,7 @@ class Service:
             self._watchdog_handle.cancel()
         self._stopping.set()  # no tunnel opens from here on
         await self.watcher.stop()
+        await self.detection.stop()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -167,24 +170,16 @@ class Service:
             watch.patterns,
             recursive=watch.recursive,
             on_update=self._on_update,
-        )
-
-    def _detector(self, path: Path) -> Detector:
-        return Detector(
-            str(path),
-            username_pattern=self.config.detect.username_pattern,
-            allow_private_addresses=self.config.detect.allow_private_addresses,
+            pace=self.detection.room,
         )
 
     def _on_update(self, update: LogUpdate) -> None:
-        """New bytes of a watched file (called on the loop; detection is fast)."""
-        if update.removed:
-            self.detectors.pop(update.path, None)
-            return
-        if update.restart or update.path not in self.detectors:
-            self.detectors[update.path] = self._detector(update.path)
-        detector = self.detectors[update.path]
-        for finding in detector.feed(update.data) + detector.flush():
+        """New bytes of a watched file: detected on the detection thread, never here."""
+        self.detection.submit(update)
+
+    def _on_findings(self, findings: list[Endpoint | Rejection]) -> None:
+        """What the detection thread found (called on the loop)."""
+        for finding in findings:
             if isinstance(finding, Rejection):
                 log.warning("%s", finding)
             else:
@@ -369,7 +364,7 @@ class Service:
         if (config.watch, config.detect) != (old.watch, old.detect):
             log.info("reload: watched folders or detection changed; restarting the watcher")
             await self.watcher.stop()
-            self.detectors.clear()
+            self.detection.reset(config.detect)
             self.watcher = self._new_watcher()
             await self.watcher.start()
         tunnel_settings = (config.ssh, config.tunnels, config.reconnect)

@@ -22,7 +22,7 @@ import logging
 import os
 import stat
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -218,6 +218,8 @@ class LogWatcher:
     Folders are resolved (symlinks followed) at :meth:`start`; reported paths live under
     the resolved folders. ``on_update`` runs on the event loop thread, once per chunk of at
     most ``max_chunk`` bytes; an exception it raises is logged and does not stop watching.
+    ``pace``, if given, is awaited after each chunk: it holds reading back while whoever
+    consumes the chunks is behind.
     """
 
     def __init__(
@@ -230,6 +232,7 @@ class LogWatcher:
         debounce: float = 0.05,
         max_chunk: int = 1 << 20,
         polling: bool = False,
+        pace: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         if max_chunk <= 0:
             raise ValueError("max_chunk must be positive")
@@ -240,6 +243,7 @@ class LogWatcher:
         self._debounce = debounce
         self._max_chunk = max_chunk
         self._polling = polling
+        self._pace = pace
 
         self._roots: tuple[Path, ...] = ()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -573,7 +577,10 @@ class LogWatcher:
                     self._forget(path, "no longer readable as a log")
                 return
             self._warned.discard(path)
-            if not self._deliver(path, known, step) or len(step.data) < self._max_chunk:
+            more = self._deliver(path, known, step) and len(step.data) >= self._max_chunk
+            if self._pace is not None:
+                await self._pace()
+            if not more:
                 return
 
     def _deliver(self, path: Path, known: _FileState | None, step: _Step) -> bool:
