@@ -18,6 +18,7 @@ from typing import Any
 from . import paths
 from .core.detect import DEFAULT_USERNAME_PATTERN
 from .core.forward import parse_dynamic, parse_forward
+from .core.policy import ReconnectPolicy, reconnect_problem
 
 __all__ = [
     "Config",
@@ -50,6 +51,12 @@ MAX_SECONDS = 1e9
 def _at_least(low: float) -> Check:
     return lambda v: (
         None if low <= v <= MAX_SECONDS else f"must be a number >= {low} (and at most 1e9)"
+    )
+
+
+def _above(low: float) -> Check:
+    return lambda v: (
+        None if low < v <= MAX_SECONDS else f"must be a number > {low} (and at most 1e9)"
     )
 
 
@@ -114,7 +121,16 @@ def _control(value: str) -> str | None:
 
 
 def _ciphers(values: list[str]) -> str | None:
-    return None if values and all(values) else "must be a non-empty list of cipher names"
+    if not values or not all(values):
+        return "must be a non-empty list of cipher names"
+    # Imported here: only a config that names ciphers pays for loading asyncssh.
+    from asyncssh.encryption import get_encryption_algs
+
+    known = {alg.decode("ascii") for alg in get_encryption_algs()}
+    unknown = [v for v in values if v not in known]
+    if unknown:
+        return f"unknown cipher(s) {', '.join(unknown)}; supported: {', '.join(sorted(known))}"
+    return None
 
 
 # aes128-gcm first: measured fastest with asyncssh here (see design notes); the tunnel
@@ -251,23 +267,30 @@ class TunnelsConfig:
 class ReconnectConfig:
     """When to retry a lost cluster, and when to give up."""
 
+    # The defaults are ReconnectPolicy's (core cannot import this module).
     initial_delay: float = _key(
-        0.5,
+        ReconnectPolicy.initial_delay,
         "Seconds before the first retry (exponential backoff, full jitter).",
         (int, float),
-        _at_least(0),
+        _above(0),
     )
     max_delay: float = _key(
-        30, "Longest wait between retries, seconds.", (int, float), _at_least(0)
-    )
-    reset_after: float = _key(
-        60, "A link up this long resets the backoff, seconds.", (int, float), _at_least(0)
-    )
-    give_up_after: float = _key(
-        43200,
-        "A cluster unreachable this long counts as ended, seconds (12 h).",
+        ReconnectPolicy.max_delay,
+        "Longest wait between retries, seconds.",
         (int, float),
         _at_least(0),
+    )
+    reset_after: float = _key(
+        ReconnectPolicy.reset_after,
+        "A link up this long resets the backoff, seconds.",
+        (int, float),
+        _at_least(0),
+    )
+    give_up_after: float = _key(
+        ReconnectPolicy.give_up_after,
+        "A cluster unreachable this long counts as ended, seconds (12 h).",
+        (int, float),
+        _above(0),
     )
 
 
@@ -446,7 +469,20 @@ def validate(data: dict[str, Any], file: Path, text: str = "") -> Config:
                 problems.append(Problem(file, line, dotted, f"bad value {item!r}: {why}"))
                 continue
             values[key] = item
-        sections[name] = cls(**values)
+        section = cls(**values)
+        if isinstance(section, ReconnectConfig):
+            # Rules across keys (max_delay >= initial_delay), ReconnectPolicy's own.
+            bad = reconnect_problem(
+                section.initial_delay,
+                section.max_delay,
+                section.reset_after,
+                section.give_up_after,
+            )
+            if bad is not None:
+                dotted = f"{name}.{bad[0]}"
+                line = lines.get(dotted, lines.get(name))
+                problems.append(Problem(file, line, dotted, bad[1]))
+        sections[name] = section
     if problems:
         raise ConfigError(problems)
     return Config(**sections)

@@ -31,6 +31,7 @@ __all__ = [
     "TunnelMachine",
     "describe_error",
     "port_candidates",
+    "reconnect_problem",
 ]
 
 
@@ -94,6 +95,22 @@ def describe_error(kind: ErrorKind, detail: str = "") -> str:
     return f"SSH error{tail}"
 
 
+def reconnect_problem(
+    initial_delay: float, max_delay: float, reset_after: float, give_up_after: float
+) -> tuple[str, str] | None:
+    """The first reconnect setting a :class:`ReconnectPolicy` cannot use, as (field name,
+    what is wrong), or None. The config check reports it at that key."""
+    if initial_delay <= 0:
+        return "initial_delay", "must be greater than 0"
+    if max_delay < initial_delay:
+        return "max_delay", f"must be at least initial_delay ({initial_delay})"
+    if reset_after < 0:
+        return "reset_after", "must be >= 0"
+    if give_up_after <= 0:
+        return "give_up_after", "must be greater than 0"
+    return None
+
+
 @dataclass(frozen=True)
 class ReconnectPolicy:
     """Exponential backoff with full jitter (delay drawn uniformly in [0, cap])."""
@@ -104,10 +121,11 @@ class ReconnectPolicy:
     give_up_after: float = 43200.0
 
     def __post_init__(self) -> None:
-        if self.initial_delay <= 0 or self.max_delay < self.initial_delay:
-            raise ValueError("need 0 < initial_delay <= max_delay")
-        if self.reset_after < 0 or self.give_up_after <= 0:
-            raise ValueError("reset_after must be >= 0 and give_up_after > 0")
+        problem = reconnect_problem(
+            self.initial_delay, self.max_delay, self.reset_after, self.give_up_after
+        )
+        if problem is not None:
+            raise ValueError(f"{problem[0]} {problem[1]}")
 
     def cap(self, attempt: int) -> float:
         """Upper bound of the delay before retry number ``attempt`` (0-based)."""

@@ -8,7 +8,7 @@ from typing import Any
 
 from asyncssh.encryption import get_encryption_algs
 
-from ..config import DEFAULT_CIPHERS, Config
+from ..config import Config, ReconnectConfig, SshConfig, TunnelsConfig
 from ..core.forward import ForwardSpec, parse_dynamic, parse_forward
 from ..core.policy import ReconnectPolicy
 
@@ -20,25 +20,29 @@ __all__ = [
     "tunnel_options",
 ]
 
+# The one source of defaults: the config schema.
+_SSH, _TUNNELS, _RECONNECT = SshConfig(), TunnelsConfig(), ReconnectConfig()
+
 
 @dataclass(frozen=True)
 class TunnelOptions:
     """Engine settings; field names match the config keys (``ssh.*``, ``tunnels.*``,
-    ``reconnect.*``) without their section. Lists are accepted and stored as tuples."""
+    ``reconnect.*``) without their section, and so do the defaults: the config schema's.
+    Lists are accepted and stored as tuples."""
 
-    identity_files: tuple[str, ...] = ()
-    keepalive_interval: float = 5.0
-    keepalive_count_max: int = 2
-    connect_timeout: float = 15.0
-    ciphers: tuple[str, ...] = DEFAULT_CIPHERS
-    use_ssh_config: bool = True
-    bind_address: str = "127.0.0.1"
-    hold_seconds: float = 30.0
-    port_range: tuple[int, int] = (1024, 65535)
-    initial_delay: float = 0.5
-    max_delay: float = 30.0
-    reset_after: float = 60.0
-    give_up_after: float = 43200.0
+    identity_files: tuple[str, ...] = tuple(_SSH.identity_files)
+    keepalive_interval: float = _SSH.keepalive_interval
+    keepalive_count_max: int = _SSH.keepalive_count_max
+    connect_timeout: float = _SSH.connect_timeout
+    ciphers: tuple[str, ...] = tuple(_SSH.ciphers)
+    use_ssh_config: bool = _SSH.use_ssh_config
+    bind_address: str = _TUNNELS.bind_address
+    hold_seconds: float = _TUNNELS.hold_seconds
+    port_range: tuple[int, int] = (_TUNNELS.port_range[0], _TUNNELS.port_range[1])
+    initial_delay: float = _RECONNECT.initial_delay
+    max_delay: float = _RECONNECT.max_delay
+    reset_after: float = _RECONNECT.reset_after
+    give_up_after: float = _RECONNECT.give_up_after
 
     def __post_init__(self) -> None:
         for name in ("identity_files", "ciphers", "port_range"):

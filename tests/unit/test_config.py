@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
+import dataclasses
 import tomllib
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from jobtunnel.daemon import paths
 from jobtunnel.daemon.config import (
     Config,
     ConfigError,
+    ReconnectConfig,
+    SshConfig,
+    TunnelsConfig,
     default_config_text,
     load_config,
     render_toml,
 )
+from jobtunnel.daemon.engine.options import tunnel_options
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -168,3 +175,74 @@ def test_xdg_variables_and_home_move_every_location(
     assert paths.config_file().is_relative_to(tmp_path / "home")
     assert paths.state_dir().is_relative_to(tmp_path / "home")
     assert paths.runtime_dir().is_relative_to(tmp_path / "home")
+
+
+@pytest.mark.parametrize(
+    ("body", "key", "line"),
+    [
+        ("[reconnect]\ninitial_delay = 0\n", "reconnect.initial_delay", 2),
+        ("[reconnect]\ninitial_delay = 5\nmax_delay = 1\n", "reconnect.max_delay", 3),
+        ("[reconnect]\n\ngive_up_after = 0\n", "reconnect.give_up_after", 3),
+        ('[ssh]\nciphers = ["rot13"]\n', "ssh.ciphers", 2),
+    ],
+)
+def test_what_the_engine_would_refuse_fails_the_check(
+    tmp_path: Path, body: str, key: str, line: int
+) -> None:
+    path = write(tmp_path, body)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert f"{path}:{line}: {key}: " in str(caught.value)
+
+
+def _around(low: float, high: float, whole: bool) -> st.SearchStrategy[float]:
+    """Values at, just inside and just outside a key's bounds, plus some in between."""
+    edges = [low, high, low + 1, high - 1, low - 1, high + 1]
+    if not whole:
+        edges += [low + 0.001, low - 0.001, 0.0, 1e-9]
+    picks = st.sampled_from(edges)
+    inner = st.integers(int(low), int(min(high, 10**6))) if whole else st.floats(low, high)
+    return st.one_of(picks, inner)
+
+
+def _numeric_keys() -> list[tuple[str, str, float, float, bool]]:
+    """(section, key, low, high, whole) for every number the engine takes."""
+    out = []
+    for section, cls in (
+        ("ssh", SshConfig),
+        ("tunnels", TunnelsConfig),
+        ("reconnect", ReconnectConfig),
+    ):
+        for f in dataclasses.fields(cls):
+            kind = f.metadata["kind"]
+            if kind is int:
+                out.append((section, f.name, 0.0, 1001.0, True))
+            elif kind == (int, float):
+                out.append((section, f.name, 0.0, 1e9, False))
+    return out
+
+
+@given(data=st.data())
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+def test_every_config_accepted_builds_the_engine_settings(
+    tmp_path: Path, data: st.DataObject
+) -> None:
+    sections: dict[str, list[str]] = {}
+    for section, key, low, high, whole in _numeric_keys():
+        if data.draw(st.booleans()):
+            value = data.draw(_around(low, high, whole))
+            sections.setdefault(section, []).append(f"{key} = {value!r}")
+    if data.draw(st.booleans()):
+        low = data.draw(st.sampled_from([0, 1, 2, 65535, 65536]))
+        high = data.draw(st.sampled_from([0, 1, 1024, 65535, 65536]))
+        sections.setdefault("tunnels", []).append(f"port_range = [{low}, {high}]")
+    text = "".join(f"[{s}]\n" + "\n".join(lines) + "\n" for s, lines in sections.items())
+    path = write(tmp_path, text)
+    try:
+        config, _ = load_config(path)
+    except ConfigError:
+        return
+    options = tunnel_options(config)  # raises ValueError if the engine refuses it
+    options.policy()
