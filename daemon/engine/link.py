@@ -24,10 +24,17 @@ class SshClient(asyncssh.SSHClient):
     """Host-key TOFU against the pin store, notice of connection loss, and no CBC
     countermeasure packets on non-CBC ciphers."""
 
-    def __init__(self, name: str, endpoint: tuple[str, str, int], host_keys: HostKeyStore) -> None:
+    def __init__(
+        self,
+        name: str,
+        endpoint: tuple[str, str, int],
+        host_keys: HostKeyStore,
+        trust: str | None = None,
+    ) -> None:
         self._name = name
         self._endpoint = endpoint
         self._host_keys = host_keys
+        self._trust = trust  # the one fingerprint the user accepted in place of the pin
         self._to_pin: asyncssh.SSHKey | None = None
         self.changed: HostKeyChanged | None = None
         self.host_key: str | None = None
@@ -41,13 +48,22 @@ class SshClient(asyncssh.SSHClient):
     ) -> bool:
         # The endpoint identity, not what asyncssh resolved (an ssh config Hostname).
         verdict, pinned = self._host_keys.check(*self._endpoint, key)
-        if verdict is Verdict.CHANGED:
-            assert pinned is not None
-            self.changed = HostKeyChanged(fingerprint(pinned), fingerprint(key))
-            return False
-        if verdict is Verdict.NEW:
+        offered = fingerprint(key)
+        if self._trust is not None and verdict is not Verdict.MATCH:
+            # The user trusted exactly one key: that one replaces the pin, no other.
+            if offered != self._trust:
+                self.changed = HostKeyChanged(
+                    fingerprint(pinned) if pinned is not None else self._trust, offered
+                )
+                return False
             self._to_pin = key
-        self.host_key = fingerprint(key)
+        elif verdict is Verdict.CHANGED:
+            assert pinned is not None
+            self.changed = HostKeyChanged(fingerprint(pinned), offered)
+            return False
+        elif verdict is Verdict.NEW:
+            self._to_pin = key
+        self.host_key = offered
         return True
 
     def begin_auth(self, username: str) -> None:
@@ -95,13 +111,15 @@ async def open_link(
     options: TunnelOptions,
     keys: list[asyncssh.SSHKey],
     host_keys: HostKeyStore,
+    trust: str | None = None,
 ) -> Link:
-    """Connect and log in; raises :class:`HostKeyChanged` when the key was refused."""
+    """Connect and log in; raises :class:`HostKeyChanged` when the key was refused.
+    ``trust``: a fingerprint the user accepted; only that key may replace the pin."""
     user, host, port = endpoint
     made: list[SshClient] = []
 
     def factory() -> SshClient:
-        client = SshClient(name, endpoint, host_keys)
+        client = SshClient(name, endpoint, host_keys, trust)
         made.append(client)
         return client
 

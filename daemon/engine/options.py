@@ -132,6 +132,7 @@ class TunnelStatus:
     last_error_kind: str | None
     next_attempt_in: float | None
     host_key: str | None  # SHA256 fingerprint of the current connection's host key
+    refused_key: str | None = None  # fingerprint of the last host key refused (trust that one)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

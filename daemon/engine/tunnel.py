@@ -29,7 +29,7 @@ from ..core.forward import ForwardSpec
 from ..core.policy import ErrorKind, State, TunnelMachine
 from ..core.socks import Reply, Socks5Handshake, reply
 from .auth import KeyLoader, PassphraseCallback
-from .errors import ChannelRefused, classify
+from .errors import ChannelRefused, HostKeyChanged, classify
 from .hold import HeldClients
 from .hostkeys import HostKeyStore
 from .link import Link, open_link
@@ -94,6 +94,8 @@ class Tunnel:
         self._subscribers: list[Callable[[TunnelStatus], None]] = []
         self._clients_notify: asyncio.TimerHandle | None = None
         self._host_key: str | None = None
+        self._refused_key: str | None = None  # fingerprint of the last refused host key
+        self._trust: str | None = None  # the refused key the user accepted, for the next try
         self._traffic = Traffic()
         self.active_clients = 0
         self.connect_attempts = 0
@@ -147,6 +149,7 @@ class Tunnel:
             last_error_kind=m.last_error_kind.value if m.last_error_kind else None,
             next_attempt_in=max(0.0, nxt - now) if nxt is not None else None,
             host_key=self._host_key if m.state is State.UP else None,
+            refused_key=self._refused_key,
         )
 
     def subscribe(self, callback: Callable[[TunnelStatus], None]) -> Callable[[], None]:
@@ -171,11 +174,16 @@ class Tunnel:
         self._task = asyncio.create_task(self._run(), name=f"tunnel {self.name}")
         self._notify()
 
-    def accept_new_host_key(self) -> None:
-        """The user confirmed a changed host key: drop the pin and retry at once; the
-        next connection pins whatever key the server then offers."""
-        if self.host_keys.forget(self.user, self.host, self.port):
-            log.warning("%s: host key pin dropped at the user's request", self.name)
+    def accept_new_host_key(self, fingerprint: str | None = None) -> None:
+        """The user trusts the key with ``fingerprint`` (default: the one last refused)
+        and the tunnel retries at once. The next connection accepts the offered key only
+        if it has that fingerprint, and then pins it; any other key is refused again.
+        Raises ValueError when no fingerprint is given and no key was refused."""
+        fingerprint = fingerprint or self._refused_key
+        if fingerprint is None:
+            raise ValueError("no refused key to trust")
+        self._trust = fingerprint
+        log.warning("%s: host key %s trusted at the user's request", self.name, fingerprint)
         self.reconnect_now()
 
     def reconnect_now(self) -> None:
@@ -305,8 +313,13 @@ class Tunnel:
                 keys = await self._keys.load(
                     self.user, self.host, self.port, self.options.use_ssh_config
                 )
-                link = await open_link(self.name, self.endpoint, self.options, keys, self.host_keys)
+                link = await open_link(
+                    self.name, self.endpoint, self.options, keys, self.host_keys, self._trust
+                )
             except Exception as exc:
+                if isinstance(exc, HostKeyChanged):
+                    self._refused_key = exc.offered
+                    self._trust = None  # that trust was for another key
                 kind, detail = classify(exc)
                 m.attempt_failed(time.monotonic(), kind, detail)
                 self._held.pull_retry_forward()
@@ -321,6 +334,7 @@ class Tunnel:
                 continue
             self._link = link
             self._host_key = link.client.host_key
+            self._refused_key = self._trust = None
             m.connected(time.monotonic())
             self._held.link_up.set()
             log.info("%s: up (host key %s)", self.name, self._host_key)

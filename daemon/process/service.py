@@ -464,7 +464,7 @@ class Service:
             "source_info": saved["source_info"],
             "pending_move": saved["pending_move"],
             "waiting_reason": rec.waiting_reason,
-            "refused_key": getattr(status, "refused_key", None) if status else None,
+            "refused_key": status.refused_key if status else None,
         }
 
     # -- control API -----------------------------------------------------------------
@@ -572,12 +572,14 @@ class Service:
     async def _cmd_trust(self, args: dict[str, Any]) -> Any:
         tunnel = self._open_tunnel_of(args)
         fingerprint = args.get("fingerprint")
-        if fingerprint is None:
-            tunnel.accept_new_host_key()
-        elif isinstance(fingerprint, str) and fingerprint.startswith("SHA256:"):
-            tunnel.accept_new_host_key(fingerprint)  # type: ignore[call-arg]
-        else:
+        if fingerprint is not None and not (
+            isinstance(fingerprint, str) and fingerprint.startswith("SHA256:")
+        ):
             raise CommandError("a fingerprint looks like SHA256:... (as `status` shows it)")
+        try:
+            tunnel.accept_new_host_key(fingerprint)
+        except ValueError as exc:
+            raise CommandError(str(exc)) from None
         return tunnel.name
 
     async def _cmd_switch(self, args: dict[str, Any]) -> Any:

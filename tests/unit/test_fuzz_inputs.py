@@ -220,7 +220,7 @@ class InertTunnel:
     def reconnect_now(self) -> None:
         pass
 
-    def accept_new_host_key(self) -> None:
+    def accept_new_host_key(self, fingerprint: str | None = None) -> None:
         pass
 
     def assigned_ports(self) -> dict[str, int]:
