@@ -12,7 +12,7 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,19 +21,17 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from .. import __version__, paths
 from ..api.server import ControlServer
-from ..api.wire import ControlError
 from ..config import Config, ConfigError, load_config
-from ..core.address import check_host
-from ..core.book import Book, Limits, NoMove, Plan, Record, Source
-from ..core.detect import Endpoint, Rejection, job_id_of
+from ..core.book import Book, Limits, Plan, Record, Source
+from ..core.detect import Endpoint, Rejection
 from ..engine.hostkeys import HostKeyStore
 from ..engine.options import TunnelStatus, forwards_of, tunnel_options
 from ..engine.passphrase import keyring_source
 from ..engine.tunnel import Tunnel
 from . import signals
 from .detection import DetectionWorker
+from .handlers import Handler, Handlers
 from .instance import InstanceLock
-from .scan import scan_file
 from .store import Store, StoreError, record_to_dict
 from .systemd import Notifier
 from .watch import LogUpdate, LogWatcher
@@ -43,17 +41,12 @@ __all__ = ["Service"]
 log = logging.getLogger(__name__)
 
 Key = tuple[str, str, int]
-Handler = Callable[[dict[str, Any]], Awaitable[Any]]
 
 # A wall clock that moved this much further than the monotonic clock means the machine
 # slept (CLOCK_MONOTONIC stops during suspend on Linux) or the time was set.
 CLOCK_JUMP = 5.0
 SAVE_DELAY = 0.2
 PUBLISH_DELAY = 0.1
-
-
-class CommandError(ControlError):
-    """A control command that cannot be done; the message goes back to the user."""
 
 
 @dataclass
@@ -85,7 +78,8 @@ class Service:
         self._watchdog_handle: asyncio.TimerHandle | None = None
         self._clock = _Clock(time.time(), time.monotonic())
         self.watcher = self._new_watcher()
-        self.control = ControlServer(self._handlers(), transport=config.daemon.control)
+        self.handlers = Handlers(self)
+        self.control = ControlServer(self.handlers.table(), transport=config.daemon.control)
         self.scheduler: AsyncIOScheduler | None = None
 
     # -- lifecycle -------------------------------------------------------------------
@@ -99,6 +93,10 @@ class Service:
         finally:
             await self._shutdown()
             self.lock.release()
+
+    def _handlers(self) -> dict[str, Handler]:
+        """The command table (tests/unit/test_fuzz_inputs.py samples it)."""
+        return self.handlers.table()
 
     def request_stop(self) -> None:
         self._stopping.set()
@@ -466,175 +464,6 @@ class Service:
             "waiting_reason": rec.waiting_reason,
             "refused_key": status.refused_key if status else None,
         }
-
-    # -- control API -----------------------------------------------------------------
-
-    def _handlers(self) -> dict[str, Handler]:
-        return {
-            "status": self._cmd_status,
-            # The reply to a subscription is the snapshot the events then update.
-            "subscribe": self._cmd_status,
-            "list": self._cmd_list,
-            "add": self._cmd_add,
-            "connect": self._cmd_connect,
-            "disconnect": self._cmd_disconnect,
-            "reconnect": self._cmd_reconnect,
-            "forget": self._cmd_forget,
-            "trust": self._cmd_trust,
-            "pause": self._cmd_pause,
-            "resume": self._cmd_resume,
-            "stop": self._cmd_stop,
-            "switch": self._cmd_switch,
-        }
-
-    def _resolve(self, args: dict[str, Any]) -> Record:
-        name = args.get("name")
-        if not isinstance(name, str):
-            raise CommandError("name an endpoint: a job id or user@host:port")
-        try:
-            return self.book.resolve(name)
-        except LookupError as exc:
-            raise CommandError(str(exc)) from None
-
-    async def _cmd_status(self, args: dict[str, Any]) -> Any:
-        return self.status()
-
-    async def _cmd_list(self, args: dict[str, Any]) -> Any:
-        return [record_to_dict(rec) for rec in self.book]
-
-    async def _cmd_add(self, args: dict[str, Any]) -> Any:
-        target = args.get("target")
-        if not isinstance(target, str) or not target.strip():
-            raise CommandError("add what? a job log file or USER@HOST[:PORT]")
-        endpoints = await self._endpoints_from(target.strip())
-        added = [await self._on_endpoint(ep, explicit=True) for ep in endpoints]
-        return [rec.name for rec in added if rec is not None]
-
-    async def _endpoints_from(self, target: str) -> list[Endpoint]:
-        path = Path(target).expanduser()
-        if "@" in target and not path.exists():
-            return [self._parse_user_host(target)]
-        if not path.is_file():
-            raise CommandError(f"{target}: no such file (and not USER@HOST[:PORT])")
-
-        rejected: list[Rejection] = []
-        try:
-            endpoints = await asyncio.to_thread(
-                scan_file, path.resolve(), self.config.detect, rejected.append
-            )
-        except OSError as exc:
-            raise CommandError(f"{target}: cannot read: {exc.strerror or exc}") from None
-        if not endpoints:
-            reasons = "; ".join(str(r) for r in rejected[:3])
-            raise CommandError(
-                f"{target}: no cluster endpoint found" + (f" ({reasons})" if reasons else "")
-            )
-        return endpoints
-
-    def _parse_user_host(self, target: str) -> Endpoint:
-        user, _, rest = target.partition("@")
-        if not user or not rest:
-            raise CommandError(f"{target!r}: expected USER@HOST[:PORT]")
-        port = 22
-        host = rest
-        if rest.startswith("["):
-            host, _, tail = rest[1:].partition("]")
-            if tail.startswith(":"):
-                port = _port_arg(tail[1:], target)
-        elif rest.count(":") == 1:
-            host, _, port_text = rest.partition(":")
-            port = _port_arg(port_text, target)
-        host, reason = check_host(host, self.config.detect.allow_private_addresses)
-        if reason is not None:
-            raise CommandError(f"{target}: {reason}")
-        return Endpoint(user, host, port, job_id_of(user), "added by the user", 0)
-
-    async def _cmd_connect(self, args: dict[str, Any]) -> Any:
-        rec = self._resolve(args)
-        await self._apply(self.book.connect(rec))
-        return rec.name
-
-    async def _cmd_disconnect(self, args: dict[str, Any]) -> Any:
-        rec = self._resolve(args)
-        await self._apply(self.book.disconnect(rec))
-        self._publish()
-        return rec.name
-
-    async def _cmd_reconnect(self, args: dict[str, Any]) -> Any:
-        if args.get("name") is None:
-            for each in self.tunnels.values():
-                each.reconnect_now()
-            return [t.name for t in self.tunnels.values()]
-        tunnel = self._open_tunnel_of(args)
-        tunnel.reconnect_now()
-        return tunnel.name
-
-    async def _cmd_trust(self, args: dict[str, Any]) -> Any:
-        tunnel = self._open_tunnel_of(args)
-        fingerprint = args.get("fingerprint")
-        if fingerprint is not None and not (
-            isinstance(fingerprint, str) and fingerprint.startswith("SHA256:")
-        ):
-            raise CommandError("a fingerprint looks like SHA256:... (as `status` shows it)")
-        try:
-            tunnel.accept_new_host_key(fingerprint)
-        except ValueError as exc:
-            raise CommandError(str(exc)) from None
-        return tunnel.name
-
-    async def _cmd_switch(self, args: dict[str, Any]) -> Any:
-        rec = self._resolve(args)
-        try:
-            plan = self.book.switch(rec)
-        except NoMove as exc:
-            raise CommandError(str(exc)) from None
-        await self._apply(plan)
-        self._publish()
-        return rec.name
-
-    def _open_tunnel_of(self, args: dict[str, Any]) -> Tunnel:
-        """The running tunnel of the endpoint named in ``args``."""
-        rec = self._resolve(args)
-        tunnel = self.tunnels.get(rec.key)
-        if tunnel is None:
-            raise CommandError(f"{rec.name} is {rec.action}; `jobtunnel connect` it first")
-        return tunnel
-
-    async def _cmd_forget(self, args: dict[str, Any]) -> Any:
-        rec = self._resolve(args)
-        await self._apply(self.book.forget(rec))
-        self._publish()
-        return rec.name
-
-    def _named_or_all(self, args: dict[str, Any]) -> list[Record]:
-        if args.get("name") is not None:
-            return [self._resolve(args)]
-        return [r for r in self.book if r.action != "forgotten"]
-
-    async def _cmd_pause(self, args: dict[str, Any]) -> Any:
-        records = self._named_or_all(args)
-        await self._apply(self.book.pause(records))
-        self._publish()
-        return [rec.name for rec in records]
-
-    async def _cmd_resume(self, args: dict[str, Any]) -> Any:
-        if args.get("name") is not None:
-            return [await self._cmd_connect(args)]
-        records = self._named_or_all(args)
-        await self._apply(self.book.resume(records))
-        self._publish()
-        return [rec.name for rec in records]
-
-    async def _cmd_stop(self, args: dict[str, Any]) -> Any:
-        # Reply first; the shutdown follows on the next loop turn.
-        asyncio.get_running_loop().call_soon(self.request_stop)
-        return "stopping"
-
-
-def _port_arg(text: str, whole: str) -> int:
-    if not text.isdigit() or not 1 <= int(text) <= 65535:
-        raise CommandError(f"{whole!r}: {text!r} is not a port number (1-65535)")
-    return int(text)
 
 
 def _forward_state(status: TunnelStatus | None, fs: Any) -> str:
