@@ -213,7 +213,11 @@ def test_a_changed_host_key_is_refused_until_the_user_trusts_it(
     assert "jobtunnel trust" in ep["last_error"] and ep["last_error"].count("SHA256:") == 2
     time.sleep(1.5)  # never retried silently
     assert endpoint_up(env) is None
-    trusted = env.cli("trust", name)
+    # No terminal to ask on: it names the key and the command, and trusts nothing.
+    unasked = env.cli("trust", name)
+    assert unasked.returncode != 0 and ep["refused_key"] in unasked.stderr + unasked.stdout
+    assert endpoint_up(env) is None
+    trusted = env.cli("trust", name, ep["refused_key"])
     assert trusted.returncode == 0, trusted.stderr
     wait_for(lambda: endpoint_up(env), "the tunnel with the trusted new key")
 
