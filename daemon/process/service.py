@@ -30,7 +30,7 @@ from ..engine.passphrase import keyring_source
 from ..engine.tunnel import Tunnel
 from . import signals
 from .detection import DetectionWorker
-from .handlers import Handler, Handlers
+from .handlers import Handlers
 from .instance import InstanceLock
 from .store import Store, StoreError, record_to_dict
 from .systemd import Notifier
@@ -93,10 +93,6 @@ class Service:
         finally:
             await self._shutdown()
             self.lock.release()
-
-    def _handlers(self) -> dict[str, Handler]:
-        """The command table (tests/unit/test_fuzz_inputs.py samples it)."""
-        return self.handlers.table()
 
     def request_stop(self) -> None:
         self._stopping.set()

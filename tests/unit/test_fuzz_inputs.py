@@ -254,7 +254,7 @@ def test_fuzzed_args_to_every_daemon_command_get_replies(
         service = Service(Config())
         # `stop` would end the service under test; its handler only schedules that.
         service.request_stop = lambda: None  # type: ignore[method-assign]
-        commands = sorted(service._handlers())
+        commands = sorted(service.handlers.table())
         await service.control.start()
         path = service.control.path
         replies = 0
