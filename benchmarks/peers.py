@@ -143,7 +143,13 @@ class Daemon:
             "detect": {"username_pattern": sshd.user, "allow_private_addresses": True},
             "watch": {"folders": [str(self.logs)]},
             "ssh": {"identity_files": [str(sshd.client_key)], "use_ssh_config": False},
-            "tunnels": {"forwards": forwards},
+            # Every endpoint of a phase connects: the benchmark measures tunnels, not bounds.
+            "tunnels": {
+                "forwards": forwards,
+                "max_automatic": 100,
+                "max_per_file": 100,
+                "new_per_minute": 1000,
+            },
         }
         for name, values in (settings or {}).items():
             sections.setdefault(name, {}).update(values)

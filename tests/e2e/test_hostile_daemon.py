@@ -298,7 +298,12 @@ def test_disk_full_and_read_only_state_dir_keep_the_previous_state(
         finally:
             subprocess.run(["mount", "-o", "remount,rw", str(state_dir)], check=True)
         assert env.cli("add", f"{env.sshd.user}@127.1.0.5:2205").returncode == 0
-        wait_for(lambda: env.status()["daemon"]["save_error"] is None, "saving after remount rw")
+        wait_for(
+            lambda: (
+                env.status()["daemon"]["save_error"] is None and "127.1.0.5" in state.read_text()
+            ),
+            "saving after remount rw",
+        )
         saved = json.loads(state.read_text())
         assert len(saved["endpoints"]) == 5
         clean_log(daemon)

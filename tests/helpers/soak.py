@@ -304,7 +304,10 @@ class Soak:
     # -- setup -------------------------------------------------------------------------
 
     def _config(self, env: Env, echo_port: int) -> str:
-        return env.config_text([f"{_below_ephemeral_ports()}:127.0.0.1:{echo_port}"])
+        text = env.config_text([f"{_below_ephemeral_ports()}:127.0.0.1:{echo_port}"])
+        # All 20 endpoints of the one job log connect: the soak measures faults, not bounds.
+        bounds = f"max_automatic = {ENDPOINTS}\nmax_per_file = {ENDPOINTS}\nnew_per_minute = 1000\n"
+        return text.replace("[tunnels]\n", "[tunnels]\n" + bounds, 1)
 
     @property
     def daemon(self) -> Daemon:
