@@ -49,6 +49,7 @@ __all__ = [
     "WatchView",
     "decode",
     "from_wire",
+    "json_kind",
 ]
 
 SCHEMA_VERSION = 1
@@ -305,7 +306,8 @@ def _at(path: str, key: str | int) -> str:
     return f"{path}.{key}" if path else key
 
 
-def _kind(value: object) -> str:
+def json_kind(value: object) -> str:
+    """The JSON type of a decoded value, as errors name it (``int``, ``string``, ``null``...)."""
     if value is None:
         return "null"
     if isinstance(value, bool):
@@ -336,7 +338,7 @@ def _describe(tp: Any) -> str:
 def _decode(tp: Any, value: object, path: str, *, nullable: bool) -> Any:
     def wrong() -> SchemaError:
         want = _describe(tp) + (" or null" if nullable else "")
-        return SchemaError(f"{path or '(top level)'}: expected {want}, got {_kind(value)}")
+        return SchemaError(f"{path or '(top level)'}: expected {want}, got {json_kind(value)}")
 
     origin = get_origin(tp)
     if origin is Union or origin is types.UnionType:

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from jobtunnel.daemon.api.schema import from_wire
+from jobtunnel.daemon.api.schema import from_wire, json_kind
 
 from tests.helpers.daemonproc import Daemon, Env, endpoint_up, wait_for
 
@@ -30,28 +30,12 @@ FAKE_HOME = "/home/u"
 FAKE_PID = 4242
 
 
-def kind(value: object) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "bool"
-    if isinstance(value, int):
-        return "int"
-    if isinstance(value, float):
-        return "float"
-    if isinstance(value, str):
-        return "str"
-    if isinstance(value, list):
-        return "list"
-    return "object"
-
-
 def structure(
     value: object, path: str = "", into: dict[str, set[str]] | None = None
 ) -> dict[str, set[str]]:
     """Path -> the JSON types seen there; list items share the path ``name[]``."""
     out: dict[str, set[str]] = {} if into is None else into
-    out.setdefault(path or "(top)", set()).add(kind(value))
+    out.setdefault(path or "(top)", set()).add(json_kind(value))
     if isinstance(value, dict):
         for key, inner in value.items():
             structure(inner, f"{path}.{key}" if path else key, out)
@@ -112,7 +96,7 @@ def test_the_structure_compare_sees_renames_and_retypes() -> None:
     retyped = {"endpoints": [{"port": "22", "forwards": [{"local_port": 5}]}]}
     assert differences(base, retyped) == [
         "endpoints[].forwards[].local_port: recorded ['null'], live ['int']",
-        "endpoints[].port: recorded ['int'], live ['str']",
+        "endpoints[].port: recorded ['int'], live ['string']",
     ]
 
 
