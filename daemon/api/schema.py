@@ -223,6 +223,8 @@ class MoveView(_Wire):
     port: int
     source: SourceView
     seen: float  # epoch seconds
+    user: str | None = None  # None from a daemon that did not send it
+    notebook_url: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)

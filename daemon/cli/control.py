@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..config import ConfigError, load_config
 from .output import Fail, err
 
-__all__ = ["call"]
+if TYPE_CHECKING:
+    from ..api.schema import StatusSnapshot
+
+__all__ = ["call", "status"]
 
 
 def call(args: argparse.Namespace, cmd: str, **params: Any) -> Any:
@@ -27,3 +30,15 @@ def call(args: argparse.Namespace, cmd: str, **params: Any) -> Any:
         return call_sync(cmd, params, transport=transport)
     except ControlError as exc:
         raise Fail(str(exc), 1) from None
+
+
+def status(args: argparse.Namespace) -> tuple[StatusSnapshot, Any]:
+    """The daemon's status, typed, and as it was sent (for ``--json``); a reply that
+    does not fit the schema ends the command with the key path that is wrong."""
+    from ..api.schema import SchemaError, from_wire
+
+    raw = call(args, "status")
+    try:
+        return from_wire(raw), raw
+    except SchemaError as exc:
+        raise Fail(f"the daemon's status reply does not fit this jobtunnel: {exc}", 1) from None

@@ -6,8 +6,8 @@ import argparse
 import asyncio
 import collections
 import logging
-from typing import Any
 
+from ..api.schema import Decision, EndpointView, ForwardView
 from ..logs import log_file, setup_logging
 from . import control
 from .config import load
@@ -84,45 +84,70 @@ def status(parser: argparse.ArgumentParser) -> None:
     parser.set_defaults(func=run_status)
 
 
-def _forward_words(fwd: dict[str, Any]) -> str:
-    bind = fwd["bind_address"]
+def _forward_words(fwd: ForwardView) -> str:
+    bind = fwd.bind_address
     host = "localhost" if bind in ("127.0.0.1", "::1", "localhost") else bind
-    local = f"{host}:{fwd['local_port']}" if fwd["local_port"] else f"{host}:-"
-    remote = "socks" if fwd["dynamic"] else str(fwd["remote_port"])
-    clients = f", {fwd['clients']} clients" if fwd.get("clients") else ""
-    return f"{local} -> {remote} {fwd['state']}{clients}"
+    local = f"{host}:{fwd.local_port}" if fwd.local_port else f"{host}:-"
+    remote = "socks" if fwd.dynamic else str(fwd.remote_port)
+    clients = f", {fwd.clients} clients" if fwd.clients else ""
+    return f"{local} -> {remote} {fwd.state}{clients}"
+
+
+def _notes(ep: EndpointView) -> list[str]:
+    """What waits for the user on this endpoint, with the command that settles it."""
+    who = ep.job_id or ep.name
+    notes = []
+    if ep.pending_move is not None:
+        move, src = ep.pending_move, ep.pending_move.source
+        where = f"{src.path}:{src.line}" if src.path else src.kind
+        notes.append(
+            f"{who} reports a new address {move.host}:{move.port} (from {where}): "
+            f"`jobtunnel switch {who}` moves it"
+        )
+    if ep.refused_key is not None:
+        notes.append(
+            f"{who} offered the host key {ep.refused_key}, which was refused: "
+            f"`jobtunnel trust {who}` shows it and asks"
+        )
+    if ep.action == Decision.PENDING:
+        reason = ep.waiting_reason or "waits for you"
+        notes.append(f"{who} is not connected ({reason}): `jobtunnel connect {who}` opens it")
+    return notes
 
 
 def run_status(args: argparse.Namespace) -> int:
-    snapshot = control.call(args, "status")
+    snapshot, raw = control.status(args)
     if args.json:
-        print_json(snapshot)
+        print_json(raw)
         return 0
-    daemon = snapshot["daemon"]
-    out(f"jobtunnel {daemon['version']} (pid {daemon['pid']}): {daemon['summary']}")
-    out(f"watching {', '.join(daemon['watch']['folders'])} ({daemon['watch']['mode']})")
-    if daemon.get("save_error"):
-        out(f"warning: {daemon['save_error']}")
-    if not snapshot["endpoints"]:
+    daemon = snapshot.daemon
+    out(f"jobtunnel {daemon.version} (pid {daemon.pid}): {daemon.summary}")
+    out(f"watching {', '.join(daemon.watch.folders)} ({daemon.watch.mode})")
+    if daemon.save_error:
+        out(f"warning: {daemon.save_error}")
+    if not snapshot.endpoints:
         out(
             "no cluster endpoint yet: download a job log into a watched folder, "
             "or `jobtunnel add FILE`"
         )
         return 0
-    rows = []
-    for ep in snapshot["endpoints"]:
-        forwards = "; ".join(_forward_words(f) for f in ep["forwards"])
-        rows.append(
-            [
-                ep["job_id"] or "-",
-                ep["name"],
-                ep["state"],
-                ago(ep["since"]),
-                forwards,
-                ep["last_error"] or "",
-            ]
-        )
+    rows = [
+        [
+            ep.job_id or "-",
+            ep.name,
+            ep.state,
+            ago(ep.since),
+            "; ".join(_forward_words(f) for f in ep.forwards),
+            ep.last_error or "",
+        ]
+        for ep in snapshot.endpoints
+    ]
     out(table(rows, ["JOB", "ENDPOINT", "STATE", "SINCE", "FORWARDS", "LAST ERROR"]))
+    notes = [note for ep in snapshot.endpoints for note in _notes(ep)]
+    if notes:
+        out()
+        for note in notes:
+            out(note)
     return 0
 
 

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ..api.schema import EndpointView
 from . import control
 from .output import Fail, confirm, err, out
 
@@ -163,28 +164,19 @@ def trust(parser: argparse.ArgumentParser) -> None:
     parser.set_defaults(func=run_trust)
 
 
-def _endpoint_named(endpoints: list[dict[str, Any]], name: str) -> dict[str, Any]:
+def _endpoint_named(endpoints: tuple[EndpointView, ...], name: str) -> EndpointView:
     """The endpoint of a status snapshot that ``name`` means (as the daemon resolves it)."""
     name = name.strip()
-    exact = [e for e in endpoints if e["name"] == name]
+    exact = [e for e in endpoints if e.name == name]
     matches = exact or [
-        e
-        for e in endpoints
-        if name in (e["job_id"], e["user"]) or name == f"{e['user']}@{e['host']}"
+        e for e in endpoints if name in (e.job_id, e.user) or name == f"{e.user}@{e.host}"
     ]
     if not matches:
         raise Fail(f"no endpoint matches {name!r} (`jobtunnel status` lists them)", 1)
     if len(matches) > 1:
-        names = ", ".join(sorted(e["name"] for e in matches))
+        names = ", ".join(sorted(e.name for e in matches))
         raise Fail(f"{name!r} matches several endpoints: {names}; name one exactly")
     return matches[0]
-
-
-def _refused_fingerprint(endpoint: dict[str, Any]) -> str | None:
-    refused = endpoint.get("refused_key")
-    if isinstance(refused, dict):
-        refused = refused.get("fingerprint")
-    return refused if isinstance(refused, str) and refused else None
 
 
 def run_trust(args: argparse.Namespace) -> int:
@@ -195,11 +187,11 @@ def run_trust(args: argparse.Namespace) -> int:
                 "(SHA256: and 43 characters, as `jobtunnel status` shows it)"
             )
         return _trust(args, args.name, args.fingerprint)
-    endpoint = _endpoint_named(control.call(args, "status")["endpoints"], args.name)
-    name = endpoint["name"]
-    fingerprint = _refused_fingerprint(endpoint)
-    if fingerprint is None:
-        raise Fail(f"{name} has no refused host key to trust (state {endpoint['state']})", 1)
+    snapshot, _ = control.status(args)
+    endpoint = _endpoint_named(snapshot.endpoints, args.name)
+    name, fingerprint = endpoint.name, endpoint.refused_key
+    if not fingerprint:
+        raise Fail(f"{name} has no refused host key to trust (state {endpoint.state})", 1)
     err(f"{name} offered the host key {fingerprint}, which is not the one jobtunnel knows.")
     if not args.yes:
         answer = confirm(f"Trust {fingerprint} for {name}?")

@@ -64,7 +64,7 @@ class Handlers:
             raise CommandError(str(exc)) from None
 
     async def _cmd_status(self, args: dict[str, Any]) -> Any:
-        return self.service.status()
+        return self.service.status().to_wire()
 
     async def _cmd_list(self, args: dict[str, Any]) -> Any:
         return [record_to_dict(rec) for rec in self.service.book]

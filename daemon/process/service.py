@@ -20,6 +20,7 @@ from typing import Any
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from .. import __version__, paths
+from ..api.schema import DaemonInfo, EventName, StatusSnapshot, WatchView
 from ..api.server import ControlServer
 from ..config import Config, ConfigError, load_config
 from ..core.book import Book, Limits, Plan, Record, Source
@@ -28,11 +29,11 @@ from ..engine.hostkeys import HostKeyStore
 from ..engine.options import TunnelStatus, forwards_of, tunnel_options
 from ..engine.passphrase import keyring_source
 from ..engine.tunnel import Tunnel
-from . import signals
+from . import signals, view
 from .detection import DetectionWorker
 from .handlers import Handlers
 from .instance import InstanceLock
-from .store import Store, StoreError, record_to_dict
+from .store import Store, StoreError
 from .systemd import Notifier
 from .watch import LogUpdate, LogWatcher
 
@@ -389,85 +390,30 @@ class Service:
         if self._publish_handle is not None:
             self._publish_handle.cancel()
             self._publish_handle = None
-        self.control.publish("status", self.status())
+        self.control.publish(EventName.STATUS, self.status().to_wire())
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> StatusSnapshot:
         """The ``status`` reply: the daemon, then every endpoint not forgotten."""
-        endpoints = [self._endpoint_status(rec) for rec in self.book if rec.action != "forgotten"]
-        return {
-            "daemon": {
-                "pid": os.getpid(),
-                "version": __version__,
-                "started": self.started,
-                "config": str(self.config_path or paths.config_file()),
-                "state_file": str(self.store.path),
-                "save_error": self.save_error,
-                "watch": {
-                    "folders": [str(Path(f).expanduser()) for f in self.config.watch.folders],
-                    "mode": self.watcher.mode,
-                },
-                "summary": self._summary(),
-            },
-            "endpoints": endpoints,
-        }
-
-    def _endpoint_status(self, rec: Record) -> dict[str, Any]:
-        tunnel = self.tunnels.get(rec.key)
-        status = tunnel.status() if tunnel is not None else None
-        saved = record_to_dict(rec)
-        forwards = []
-        for spec in forwards_of(self.config):
-            fs = next((f for f in status.forwards if f.spec == spec.spec), None) if status else None
-            forwards.append(
-                {
-                    "spec": spec.spec,
-                    "dynamic": spec.dynamic,
-                    "bind_address": fs.bind_address
-                    if fs
-                    else (spec.bind_address or self.config.tunnels.bind_address),
-                    "local_port": fs.local_port if fs else rec.ports.get(spec.spec),
-                    "remote_host": spec.remote_host or None,
-                    "remote_port": spec.remote_port or None,
-                    "state": _forward_state(status, fs),
-                    "clients": fs.clients if fs else 0,
-                    "error": fs.error if fs else None,
-                }
-            )
-        return {
-            "name": rec.name,
-            "user": rec.user,
-            "host": rec.host,
-            "port": rec.port,
-            "job_id": rec.job_id,
-            "action": rec.action,
-            # A paused endpoint's tunnel is merely stopped; "paused" says why.
-            "state": "paused"
-            if rec.action == "paused"
-            else (status.state if status else ("ended" if rec.finished else "stopped")),
-            "since": status.since if status else rec.last_seen,
-            "last_error": status.last_error if status else None,
-            "last_error_kind": status.last_error_kind if status else None,
-            "reconnects": status.reconnects if status else 0,
-            "bytes_sent": status.bytes_sent if status else 0,
-            "bytes_received": status.bytes_received if status else 0,
-            "host_key": status.host_key if status else None,
-            "source": saved["source"],
-            "line": saved["line"],
-            "notebook_url": rec.notebook_url,
-            "forwards": forwards,
-            "source_info": saved["source_info"],
-            "pending_move": saved["pending_move"],
-            "waiting_reason": rec.waiting_reason,
-            "refused_key": status.refused_key if status else None,
-        }
-
-
-def _forward_state(status: TunnelStatus | None, fs: Any) -> str:
-    if status is None or fs is None:
-        return "closed"
-    if fs.local_port is None:
-        return "error" if fs.error else "closed"
-    return "up" if status.state == "up" else "held"
+        daemon = DaemonInfo(
+            pid=os.getpid(),
+            version=__version__,
+            started=self.started,
+            config=str(self.config_path or paths.config_file()),
+            state_file=str(self.store.path),
+            save_error=self.save_error,
+            watch=WatchView(
+                folders=tuple(str(Path(f).expanduser()) for f in self.config.watch.folders),
+                mode=self.watcher.mode,
+            ),
+            summary=self._summary(),
+        )
+        return view.snapshot(
+            daemon,
+            self.book,
+            {key: tunnel.status() for key, tunnel in self.tunnels.items()},
+            forwards_of(self.config),
+            self.config.tunnels.bind_address,
+        )
 
 
 def limits_of(config: Config) -> Limits:

@@ -130,3 +130,29 @@ def test_live_status_has_the_recorded_structure(env: Env, daemons: Callable[[], 
     )[0]
     check("refused-key", refused, env, problems)
     assert not problems, "\n".join(problems)
+
+
+@pytest.mark.sshd
+@pytest.mark.timeout(120)
+def test_live_status_with_a_pending_move(env: Env, daemons: Callable[[], Daemon]) -> None:
+    """A job that a second file reports at another address: the move waits for the user."""
+    text = env.config.read_text()
+    env.config.write_text(
+        text.replace(
+            f"username_pattern = '{env.sshd.user}'", "username_pattern = 'uprod_[a-z0-9]+'"
+        )
+    )
+    daemons()
+    env.logs.mkdir(parents=True, exist_ok=True)
+    older = env.logs / "job.log"
+    older.write_text(f"ssh -p {env.sshd.port} uprod_rec1@127.0.0.1\n")
+    os.utime(older, (1_700_000_000, 1_700_000_000))
+    wait_for(lambda: env.status()["endpoints"], "the job's endpoint")
+    (env.logs / "newer.log").write_text("Notebook: ssh -p 32100 uprod_rec1@127.0.0.2\n")
+    live = wait_for(
+        lambda: [s for s in [env.status()] if s["endpoints"][0]["pending_move"]],
+        "the pending move",
+    )[0]
+    problems: list[str] = []
+    check("pending-move", live, env, problems)
+    assert not problems, "\n".join(problems)

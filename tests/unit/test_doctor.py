@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +14,8 @@ from jobtunnel.daemon.api.schema import from_wire
 from jobtunnel.daemon.cli import main
 from jobtunnel.daemon.setup import doctor, firstrun, keys
 
+from tests.helpers.recorded import recorded
+
 pytestmark = pytest.mark.timeout(60)
 
 
@@ -22,13 +23,10 @@ def not_running(*args: Any, **kw: Any) -> Any:
     raise DaemonNotRunning()
 
 
-RECORDED = Path(__file__).resolve().parents[1] / "data" / "status"
-
-
 def status_with(pid: int = 4242, ports: tuple[int, ...] = ()) -> dict[str, Any]:
     """The real daemon's recorded status reply (tests/data/status/up.json), its pid and
     the local ports of its one endpoint set (no endpoint when no port is given)."""
-    status = json.loads((RECORDED / "up.json").read_text())
+    status = recorded("up")
     status["daemon"]["pid"] = pid
     [endpoint] = status["endpoints"]
     [fwd] = endpoint["forwards"]

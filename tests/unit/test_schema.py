@@ -261,10 +261,11 @@ def test_every_required_key_is_named_when_missing() -> None:
             assert str(exc) == f"{path}: missing"
         else:
             optional.add(str(keys[-1]))
-    # Only the keys added after the first payload (and a source's details) may be left out.
+    # Only the keys added after the first payload (and a source's details) may be left out;
+    # a move's user and notebook_url came later too (the endpoint's own are required).
     assert optional == {
         "version", "source_info", "pending_move", "waiting_reason", "refused_key",
-        "path", "line", "mtime", "verified",
+        "path", "line", "mtime", "verified", "user", "notebook_url",
     }  # fmt: skip
 
 

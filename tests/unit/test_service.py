@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from jobtunnel.daemon.api.schema import SCHEMA_VERSION, from_wire
 from jobtunnel.daemon.config import Config, load_config
 from jobtunnel.daemon.core.policy import State
 from jobtunnel.daemon.engine.options import forwards_of, tunnel_options
@@ -77,12 +78,14 @@ def test_a_clock_jump_probes_every_tunnel_at_once(
 
 def test_status_shape_without_tunnels(isolated_home: Path) -> None:
     async def body() -> dict[str, Any]:
-        return Service(Config()).status()
+        return Service(Config()).status().to_wire()
 
     status = asyncio.run(body())
-    assert set(status) == {"daemon", "endpoints"}
+    assert set(status) == {"version", "daemon", "endpoints"}
+    assert status["version"] == SCHEMA_VERSION
     assert status["endpoints"] == []
     assert {"pid", "version", "watch", "summary"} <= set(status["daemon"])
+    assert from_wire(status).daemon.pid == os.getpid()
 
 
 class FakeLockModule:

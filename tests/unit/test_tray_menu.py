@@ -5,7 +5,6 @@ desktop)."""
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import shlex
 import time
@@ -40,6 +39,8 @@ from jobtunnel.tray.menu import (
 from jobtunnel.tray.notify import Notice, NoticePolicy, Notifier
 from PIL import Image
 
+from tests.helpers.recorded import recorded
+
 pytestmark = pytest.mark.timeout(30)
 
 NOW = 1_764_000_000.0
@@ -50,14 +51,6 @@ CTX = MenuContext(
     log_file="/home/u/.local/state/jobtunnel/log/jobtunnel.log",
     config_file="/home/u/.config/jobtunnel/config.toml",
 )
-
-
-RECORDED = Path(__file__).resolve().parents[1] / "data" / "status"
-
-
-def recorded(name: str) -> dict[str, Any]:
-    """A status payload the real daemon sent (tests/e2e/test_status_record.py records them)."""
-    return json.loads((RECORDED / f"{name}.json").read_text())  # type: ignore[no-any-return]
 
 
 UP = recorded("up")
@@ -131,7 +124,7 @@ def wire_snapshot(*endpoints: dict[str, Any], folders: tuple[str, ...] = ("/w",)
 def test_the_recorded_payloads_make_menus() -> None:
     """Each state the real daemon was recorded in, as the tray shows it."""
     shown = {name: build_menu(from_wire(recorded(name)), CTX) for name in
-             ("empty", "up", "paused", "refused-key")}  # fmt: skip
+             ("empty", "up", "paused", "refused-key", "pending-move")}  # fmt: skip
     assert texts(shown["empty"])[0] == "no clusters yet"
     assert "No clusters yet (watching 1 folder)" in texts(shown["empty"])
     assert texts(shown["up"])[0] == "1 tunnel up"
@@ -140,6 +133,9 @@ def test_the_recorded_payloads_make_menus() -> None:
     assert texts(shown["refused-key"])[0] == "1 failed"
     assert find(shown["refused-key"], "Trust") is not None
     assert find(shown["refused-key"], "Source: /home/u/JobLogs/job.log:2") is not None
+    switch = find(shown["pending-move"], "    Job rec1 reports a new address 127.0.0.2 port 32100")
+    assert switch.text.endswith("(from newer.log:1) - Switch")
+    assert switch.action is not None and switch.action.id is TrayAction.SWITCH
 
 
 def fv(*args: Any, **kw: Any) -> ForwardView:

@@ -1,0 +1,133 @@
+"""The status snapshot the daemon sends: the book's records and the tunnels' reports,
+as the typed views of :mod:`jobtunnel.daemon.api.schema`. Pure: the service hands in
+what it holds and sends ``snapshot(...).to_wire()``."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+
+from ..api.schema import (
+    DaemonInfo,
+    Decision,
+    EndpointView,
+    ErrorKind,
+    ForwardState,
+    ForwardView,
+    MoveView,
+    SourceKind,
+    SourceView,
+    StatusSnapshot,
+    TunnelState,
+)
+from ..core.book import Key, Move, Record, Source
+from ..core.forward import ForwardSpec
+from ..engine.options import ForwardStatus, TunnelStatus
+
+__all__ = ["endpoint_view", "snapshot", "source_view"]
+
+
+def snapshot(
+    daemon: DaemonInfo,
+    records: Iterable[Record],
+    statuses: Mapping[Key, TunnelStatus],
+    forwards: Sequence[ForwardSpec],
+    bind_address: str,
+) -> StatusSnapshot:
+    """The ``status`` reply: the daemon, then every endpoint not forgotten."""
+    return StatusSnapshot(
+        daemon=daemon,
+        endpoints=tuple(
+            endpoint_view(rec, statuses.get(rec.key), forwards, bind_address)
+            for rec in records
+            if rec.action != "forgotten"
+        ),
+    )
+
+
+def endpoint_view(
+    rec: Record,
+    status: TunnelStatus | None,
+    forwards: Sequence[ForwardSpec],
+    bind_address: str,
+) -> EndpointView:
+    """One endpoint: its record, and its tunnel's report when it has a tunnel."""
+    source = rec.source
+    if rec.action == "paused":
+        # A paused endpoint's tunnel is merely stopped; "paused" says why.
+        state = TunnelState.PAUSED
+    elif status is not None:
+        state = TunnelState(status.state)
+    else:
+        state = TunnelState.ENDED if rec.finished else TunnelState.STOPPED
+    kind = status.last_error_kind if status else None
+    return EndpointView(
+        name=rec.name,
+        user=rec.user,
+        host=rec.host,
+        port=rec.port,
+        job_id=rec.job_id,
+        action=Decision(rec.action),
+        state=state,
+        since=status.since if status else rec.last_seen,
+        last_error=status.last_error if status else None,
+        last_error_kind=ErrorKind(kind) if kind else None,
+        reconnects=status.reconnects if status else 0,
+        bytes_sent=status.bytes_sent if status else 0,
+        bytes_received=status.bytes_received if status else 0,
+        host_key=status.host_key if status else None,
+        source=source.label,
+        line=source.line,
+        notebook_url=rec.notebook_url,
+        forwards=tuple(_forward_view(spec, rec, status, bind_address) for spec in forwards),
+        source_info=source_view(source),
+        pending_move=_move_view(rec.move) if rec.move is not None else None,
+        waiting_reason=rec.waiting_reason,
+        refused_key=status.refused_key if status else None,
+    )
+
+
+def source_view(src: Source) -> SourceView:
+    return SourceView(
+        kind=SourceKind(src.kind),
+        path=src.path,
+        line=src.line,
+        mtime=src.mtime,
+        verified=src.verified,
+    )
+
+
+def _move_view(move: Move) -> MoveView:
+    return MoveView(
+        user=move.user,
+        host=move.host,
+        port=move.port,
+        source=source_view(move.source),
+        notebook_url=move.notebook_url,
+        seen=move.seen,
+    )
+
+
+def _forward_view(
+    spec: ForwardSpec, rec: Record, status: TunnelStatus | None, bind_address: str
+) -> ForwardView:
+    fs = next((f for f in status.forwards if f.spec == spec.spec), None) if status else None
+    return ForwardView(
+        spec=spec.spec,
+        dynamic=spec.dynamic,
+        bind_address=fs.bind_address if fs else (spec.bind_address or bind_address),
+        # Sticky: the port the book keeps for it, while the tunnel is not listening.
+        local_port=fs.local_port if fs else rec.ports.get(spec.spec),
+        remote_host=spec.remote_host or None,
+        remote_port=spec.remote_port or None,
+        state=_forward_state(status, fs),
+        clients=fs.clients if fs else 0,
+        error=fs.error if fs else None,
+    )
+
+
+def _forward_state(status: TunnelStatus | None, fs: ForwardStatus | None) -> ForwardState:
+    if status is None or fs is None:
+        return ForwardState.CLOSED
+    if fs.local_port is None:
+        return ForwardState.ERROR if fs.error else ForwardState.CLOSED
+    return ForwardState.UP if status.state == TunnelState.UP else ForwardState.HELD
