@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from . import paths
+from .core.address import parse_user_hostport
 from .core.detect import DEFAULT_USERNAME_PATTERN
 from .core.forward import parse_dynamic, parse_forward
 from .core.policy import ReconnectPolicy, reconnect_problem
@@ -107,6 +108,16 @@ def _address(value: str) -> str | None:
 def _port_range(values: list[int]) -> str | None:
     if len(values) != 2 or not 1 <= values[0] <= values[1] <= 65535:
         return "must be [low, high] with 1 <= low <= high <= 65535"
+    return None
+
+
+def _proxy_jump(value: str) -> str | None:
+    if not value:
+        return None
+    try:
+        parse_user_hostport(value)
+    except ValueError as exc:
+        return str(exc)
     return None
 
 
@@ -209,7 +220,18 @@ class SshConfig:
         list,
         _ciphers,
     )
-    use_ssh_config: bool = _key(True, "Honour ~/.ssh/config for matching hosts.", bool)
+    use_ssh_config: bool = _key(
+        True,
+        "Take IdentityFile and IdentityAgent from ~/.ssh/config for matching hosts "
+        "(never its Hostname, Port, User, proxies or forwards).",
+        bool,
+    )
+    proxy_jump: str = _key(
+        "",
+        "user@host:port of a bastion to reach clusters through; empty: connect directly.",
+        str,
+        _proxy_jump,
+    )
 
 
 @dataclass(frozen=True)

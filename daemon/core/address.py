@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 import re
 
-__all__ = ["check_host", "hostport"]
+__all__ = ["address_problem", "check_host", "hostport", "parse_user_hostport"]
 
 # Why an address is not public, most specific first (a loopback address is also private).
 _ADDRESS_KINDS = (
@@ -23,6 +23,45 @@ _DIGITS = {8: frozenset("01234567"), 10: frozenset("0123456789"), 16: frozenset(
 def hostport(host: str, port: int) -> str:
     """``host:port``, with an IPv6 literal in brackets (``[::1]:22``)."""
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def address_problem(ip_text: str, allow_private: bool) -> str | None:
+    """Why an IP address may not be connected to (None: it is public, or private ones are
+    allowed). The one rule for literals found in a log and for what a DNS name resolves
+    to. Anything that is not an IP literal is refused: the caller resolved it."""
+    try:
+        ip = ipaddress.ip_address(ip_text.split("%", 1)[0])
+    except ValueError:
+        return "not an IP address"
+    if allow_private or (ip.is_global and not ip.is_multicast and not ip.is_reserved):
+        return None
+    words = next((w for attr, w in _ADDRESS_KINDS if getattr(ip, attr)), "a non-public")
+    return f"{words} address (set detect.allow_private_addresses to accept it)"
+
+
+def parse_user_hostport(text: str) -> tuple[str, str, int]:
+    """``user@host[:port]`` (IPv6 in brackets: ``user@[::1]:22``) as (user, host, port);
+    port 22 when absent. Raises ValueError saying what is wrong."""
+    user, at, rest = text.strip().rpartition("@")
+    if not at or not user or any(c.isspace() or c in "@:/" for c in user):
+        raise ValueError("must be user@host or user@host:port")
+    if rest.startswith("["):
+        host, bracket, tail = rest[1:].partition("]")
+        if not bracket or (tail and not tail.startswith(":")):
+            raise ValueError("an IPv6 address must be written [addr] or [addr]:port")
+        port_text = tail[1:] if tail else ""
+    else:
+        host, _, port_text = rest.partition(":")
+        if ":" in port_text:
+            raise ValueError("write an IPv6 address in brackets: user@[addr]:port")
+    if not host or any(c.isspace() or c in "@/[]" for c in host):
+        raise ValueError("must be user@host or user@host:port")
+    port = 22
+    if port_text or rest.endswith(":"):
+        if not (port_text.isascii() and port_text.isdigit()) or not 1 <= int(port_text) <= 65535:
+            raise ValueError(f"port {port_text!r} is not a number from 1 to 65535")
+        port = int(port_text)
+    return user, host.lower(), port
 
 
 def inet_aton(text: str) -> int | None:
@@ -67,10 +106,7 @@ def check_host(host: str, allow_private: bool) -> tuple[str, str | None]:
         ip = None
     if ip is not None:
         host = str(ip)
-        if allow_private or (ip.is_global and not ip.is_multicast and not ip.is_reserved):
-            return host, None
-        words = next((w for attr, w in _ADDRESS_KINDS if getattr(ip, attr)), "a non-public")
-        return host, f"{words} address (set detect.allow_private_addresses to accept it)"
+        return host, address_problem(host, allow_private)
     host = host.lower()
     if inet_aton(host) is not None:
         return host, "a numeric address not written as a dotted quad (hex, octal or short)"

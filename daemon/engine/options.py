@@ -8,7 +8,8 @@ from typing import Any
 
 from asyncssh.encryption import get_encryption_algs
 
-from ..config import Config, ReconnectConfig, SshConfig, TunnelsConfig
+from ..config import Config, DetectConfig, ReconnectConfig, SshConfig, TunnelsConfig
+from ..core.address import parse_user_hostport
 from ..core.forward import ForwardSpec, parse_dynamic, parse_forward
 from ..core.policy import ReconnectPolicy
 
@@ -22,13 +23,14 @@ __all__ = [
 
 # The one source of defaults: the config schema.
 _SSH, _TUNNELS, _RECONNECT = SshConfig(), TunnelsConfig(), ReconnectConfig()
+_DETECT = DetectConfig()
 
 
 @dataclass(frozen=True)
 class TunnelOptions:
     """Engine settings; field names match the config keys (``ssh.*``, ``tunnels.*``,
-    ``reconnect.*``) without their section, and so do the defaults: the config schema's.
-    Lists are accepted and stored as tuples."""
+    ``reconnect.*``, ``detect.allow_private_addresses``) without their section, and so
+    do the defaults: the config schema's. Lists are accepted and stored as tuples."""
 
     identity_files: tuple[str, ...] = tuple(_SSH.identity_files)
     keepalive_interval: float = _SSH.keepalive_interval
@@ -36,6 +38,8 @@ class TunnelOptions:
     connect_timeout: float = _SSH.connect_timeout
     ciphers: tuple[str, ...] = tuple(_SSH.ciphers)
     use_ssh_config: bool = _SSH.use_ssh_config
+    proxy_jump: str = _SSH.proxy_jump
+    allow_private_addresses: bool = _DETECT.allow_private_addresses
     bind_address: str = _TUNNELS.bind_address
     hold_seconds: float = _TUNNELS.hold_seconds
     port_range: tuple[int, int] = (_TUNNELS.port_range[0], _TUNNELS.port_range[1])
@@ -64,7 +68,16 @@ class TunnelOptions:
             raise ValueError(
                 f"unknown cipher(s) {', '.join(unknown)}; supported: {', '.join(sorted(known))}"
             )
+        if self.proxy_jump:
+            try:
+                parse_user_hostport(self.proxy_jump)
+            except ValueError as exc:
+                raise ValueError(f"proxy_jump {exc}") from None
         self.policy()  # validates the reconnect fields
+
+    def bastion(self) -> tuple[str, str, int] | None:
+        """The proxy_jump host as (user, host, port), or None to connect directly."""
+        return parse_user_hostport(self.proxy_jump) if self.proxy_jump else None
 
     def policy(self) -> ReconnectPolicy:
         return ReconnectPolicy(
@@ -84,6 +97,8 @@ def tunnel_options(config: Config) -> TunnelOptions:
         connect_timeout=config.ssh.connect_timeout,
         ciphers=tuple(config.ssh.ciphers),
         use_ssh_config=config.ssh.use_ssh_config,
+        proxy_jump=config.ssh.proxy_jump,
+        allow_private_addresses=config.detect.allow_private_addresses,
         bind_address=config.tunnels.bind_address,
         hold_seconds=config.tunnels.hold_seconds,
         port_range=(config.tunnels.port_range[0], config.tunnels.port_range[1]),

@@ -111,6 +111,8 @@ def test_values_are_applied(tmp_path: Path) -> None:
         ("[nonsense]\nx = 1\n", 1, "nonsense", "[tunnels]"),
         ("x = 1\n", 1, "x", "unknown section"),
         ("[watch]\nfolders = ['']\n", 2, "watch.folders", "non-empty"),
+        ("[ssh]\nproxy_jump = 'bastion.example'\n", 2, "ssh.proxy_jump", "user@host"),
+        ("[ssh]\nproxy_jump = 'me@bastion:0'\n", 2, "ssh.proxy_jump", "1 to 65535"),
     ],
 )
 def test_errors_name_file_line_key_and_what_is_allowed(
