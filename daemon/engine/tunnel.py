@@ -28,6 +28,7 @@ from ..core.book import PortLease
 from ..core.forward import ForwardSpec
 from ..core.policy import ErrorKind, State, TunnelMachine
 from ..core.socks import Reply, Socks5Handshake, reply
+from ..core.throttle import Repeats
 from .auth import KeyLoader, PassphraseCallback
 from .errors import ChannelRefused, HostKeyChanged, classify
 from .hold import HeldClients
@@ -45,6 +46,8 @@ log = logging.getLogger(__name__)
 CLIENTS_NOTIFY_DELAY = 0.1
 # A channel that has not opened by then starts a liveness check of its link.
 OPEN_STALL_SECONDS = 1.0
+# The same connect error is logged again at most this often (seconds).
+RETRY_LOG_INTERVAL = 600.0
 
 
 class Tunnel:
@@ -97,6 +100,8 @@ class Tunnel:
         self._refused_key: str | None = None  # fingerprint of the last refused host key
         self._trust: str | None = None  # the refused key the user accepted, for the next try
         self._traffic = Traffic()
+        # A cluster that is gone fails every retry for hours: one line per new error.
+        self._failures = Repeats(RETRY_LOG_INTERVAL)
         self.active_clients = 0
         self.connect_attempts = 0
 
@@ -324,18 +329,25 @@ class Tunnel:
                 m.attempt_failed(time.monotonic(), kind, detail)
                 self._held.pull_retry_forward()
                 nxt = m.next_attempt_at
-                log.warning(
-                    "%s: connect failed: %s%s",
-                    self.name,
-                    m.last_error,
-                    f"; retry in {nxt - time.monotonic():.1f} s" if nxt is not None else "",
-                )
+                retry = f"; retry in {nxt - time.monotonic():.1f} s" if nxt is not None else ""
+                held = self._failures.check(time.monotonic(), m.last_error or "")
+                if held is None:
+                    log.debug("%s: connect failed again: %s%s", self.name, m.last_error, retry)
+                else:
+                    log.warning(
+                        "%s: connect failed: %s%s%s",
+                        self.name,
+                        m.last_error,
+                        retry,
+                        f" ({held} more attempts failed alike since the last line)" if held else "",
+                    )
                 self._notify()
                 continue
             self._link = link
             self._host_key = link.client.host_key
             self._refused_key = self._trust = None
             m.connected(time.monotonic())
+            self._failures.reset()
             self._held.link_up.set()
             log.info("%s: up (host key %s)", self.name, self._host_key)
             self._notify()

@@ -25,6 +25,7 @@ from ..api.server import ControlServer
 from ..config import Config, ConfigError, load_config
 from ..core.book import Book, Limits, Plan, Record, Source
 from ..core.detect import Endpoint, Rejection
+from ..core.throttle import Seen
 from ..engine.hostkeys import HostKeyStore
 from ..engine.options import TunnelStatus, forwards_of, tunnel_options
 from ..engine.passphrase import keyring_source
@@ -74,6 +75,7 @@ class Service:
         self.save_error: str | None = None
         self._stopping = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._rejections = Seen()
         self._save_handle: asyncio.TimerHandle | None = None
         self._publish_handle: asyncio.TimerHandle | None = None
         self._watchdog_handle: asyncio.TimerHandle | None = None
@@ -176,7 +178,18 @@ class Service:
         """What the detection thread found (called on the loop)."""
         for finding in findings:
             if isinstance(finding, Rejection):
-                log.warning("%s", finding)
+                # Read again on every change and restart: logged once, a file's share bounded.
+                news = self._rejections.first(
+                    finding.source, f"{finding.candidate}: {finding.reason}"
+                )
+                if news:
+                    log.warning("%s", finding)
+                elif news is None:
+                    log.warning(
+                        "%s: more ignored candidates, not logged (`jobtunnel scan %s` lists them)",
+                        finding.source,
+                        finding.source,
+                    )
             else:
                 self._spawn(self._on_endpoint(finding, explicit=False))
 

@@ -200,3 +200,34 @@ def test_missing_sshd_fails_under_ci_and_skips_otherwise(monkeypatch: pytest.Mon
     monkeypatch.setenv("CI", "false")
     with pytest.raises(pytest.skip.Exception):
         deps.require_sshd()
+
+
+def test_a_failing_retry_is_logged_once_until_the_error_changes(
+    sshd: SshServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Hours of retries to a gone cluster must not write one warning per attempt."""
+    stranger = keygen(tmp_path / "not_authorized")
+
+    async def main() -> None:
+        opts = fast_options(
+            sshd, identity_files=(str(stranger),), initial_delay=0.05, max_delay=0.1
+        )
+        t = make_tunnel(sshd, ["0:127.0.0.1:9"], tmp_path, options=opts)
+        await t.start()
+        try:
+            deadline = time.monotonic() + 30
+            while t.connect_attempts < 6 and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            assert t.connect_attempts >= 6
+            # The right key now: it comes up, and the quiet ends with the failure.
+            t._keys = type(t._keys)((str(sshd.client_key),))
+            await t.wait_for(is_up, 15)
+        finally:
+            await t.end()
+
+    with caplog.at_level("DEBUG", logger="jobtunnel"):
+        run(main(), 60)
+    warned = [r for r in caplog.records if "connect failed:" in r.getMessage()]
+    quiet = [r for r in caplog.records if "connect failed again" in r.getMessage()]
+    assert len(warned) == 1 and warned[0].levelname == "WARNING"
+    assert len(quiet) >= 4 and all(r.levelname == "DEBUG" for r in quiet)

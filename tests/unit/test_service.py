@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from jobtunnel.daemon.api.schema import SCHEMA_VERSION, from_wire
 from jobtunnel.daemon.config import Config, load_config
+from jobtunnel.daemon.core.detect import Rejection
 from jobtunnel.daemon.core.policy import State
 from jobtunnel.daemon.engine.options import forwards_of, tunnel_options
 from jobtunnel.daemon.process import signals
@@ -160,3 +161,19 @@ def test_signals_on_posix_and_windows() -> None:
     assert posix == ["SIGTERM", "SIGINT", "SIGHUP"]
     assert "SIGINT" in windows and "SIGHUP" not in windows
     assert counts == [2, 1]
+
+
+def test_an_ignored_candidate_is_logged_once_however_often_its_file_is_read(
+    isolated_home: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    service = Service(Config())
+    same = Rejection("/d/evil.log", 3, "uprod_x@10.0.0.1", "a private address")
+    flood = [Rejection("/d/flood.log", i, f"uprod_x@10.0.{i}.1", "private") for i in range(500)]
+    with caplog.at_level("WARNING", logger="jobtunnel"):
+        for _ in range(5):  # read again on every change, and at each start
+            service._on_findings([same, *flood])
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines.count(str(same)) == 1
+    from_flood = [line for line in lines if "flood.log" in line]
+    assert len(from_flood) == 21  # its share, then one line saying the rest is not logged
+    assert "more ignored candidates, not logged (`jobtunnel scan /d/flood.log`" in from_flood[-1]
