@@ -2,9 +2,15 @@
 
 Keys come from the configured list (``ssh.identity_files``), else jobtunnel's own key,
 then an ``IdentityFile`` that ~/.ssh/config names for the host, then OpenSSH's default
-key names. The agent (``SSH_AUTH_SOCK``, or ``IdentityAgent`` from the config) is used
+key names. The agent (``IdentityAgent`` from the config, else ``SSH_AUTH_SOCK``) is used
 by asyncssh as well. Password and keyboard-interactive authentication are always off:
 the daemon runs unattended and must never prompt.
+
+asyncssh itself never reads ~/.ssh/config: the host is chosen by a job log, an untrusted
+file, so a ``Host *`` block's ``Hostname``, ``Port``, ``User``, ``ProxyCommand``,
+``ProxyJump``, forwards or ``LocalCommand`` must not steer or extend the connection.
+Only the two identity settings above are read from it, here. Algorithm settings are
+ignored too: ``ssh.ciphers`` governs, and asyncssh's defaults for the rest are modern.
 
 Encrypted keys ask the passphrase callback once per file; the answer is kept in memory
 for the life of the :class:`KeyLoader` so reconnects do not ask again. Passphrases and
@@ -28,6 +34,7 @@ from ..files import permission_problem
 __all__ = [
     "KeyLoader",
     "PassphraseCallback",
+    "agent_path",
     "auth_options",
     "default_identity_files",
     "ssh_config_identity_files",
@@ -48,23 +55,48 @@ def default_identity_files() -> list[Path]:
     return [own, *(ssh_dir / n for n in names), *(own.with_name(n) for n in names[1:])]
 
 
-def ssh_config_identity_files(user: str, host: str, port: int) -> list[Path]:
-    """``IdentityFile`` entries ~/.ssh/config gives for this endpoint (empty if none)."""
+def _ssh_config(user: str, host: str, port: int) -> Any:
+    """~/.ssh/config as it applies to this endpoint (asyncssh's parse), or None."""
     config = Path("~", ".ssh", "config").expanduser()
     if not os.access(config, os.R_OK):
-        return []
+        return None
     try:
         # client_keys=None: parse the config only, load no keys.
-        opts = asyncssh.SSHClientConnectionOptions(
+        return asyncssh.SSHClientConnectionOptions(
             config=[str(config)], host=host, port=port, username=user, client_keys=None
-        )
-        found = opts.config.get("IdentityFile", ())
+        ).config
     except (OSError, ValueError) as exc:
         log.warning("cannot read %s: %s", config, exc)
-        return []
+        return None
+
+
+def ssh_config_identity_files(user: str, host: str, port: int) -> list[Path]:
+    """``IdentityFile`` entries ~/.ssh/config gives for this endpoint (empty if none)."""
+    config = _ssh_config(user, host, port)
+    found = config.get("IdentityFile", ()) if config is not None else ()
     if not isinstance(found, list | tuple):
         return []
     return [Path(str(f)).expanduser() for f in found]
+
+
+def agent_path(user: str, host: str, port: int, use_ssh_config: bool) -> str | None:
+    """The agent socket to use: ``IdentityAgent`` from ~/.ssh/config when it names one
+    for this endpoint (``none`` turns the agent off), else ``SSH_AUTH_SOCK``."""
+    env = os.environ.get("SSH_AUTH_SOCK") or None
+    config = _ssh_config(user, host, port) if use_ssh_config else None
+    if config is None:
+        return env
+    # asyncssh stores IdentityAgent none as None; a missing key is told apart by default.
+    found = config.get("IdentityAgent", "")
+    if found is None:
+        return None
+    if not isinstance(found, str) or not found:
+        return env
+    if found == "SSH_AUTH_SOCK":
+        return env
+    if found.startswith("$"):
+        return os.environ.get(found.lstrip("$").strip("{}")) or None
+    return str(Path(found).expanduser())
 
 
 class KeyLoader:
@@ -138,9 +170,9 @@ class KeyLoader:
         return key
 
 
-def auth_options(keys: Sequence[asyncssh.SSHKey], use_ssh_config: bool) -> dict[str, Any]:
-    """asyncssh connect arguments for authentication and ~/.ssh/config handling."""
-    options: dict[str, Any] = {
+def auth_options(keys: Sequence[asyncssh.SSHKey], agent: str | None) -> dict[str, Any]:
+    """asyncssh connect arguments for authentication; ``agent`` from :func:`agent_path`."""
+    return {
         "client_keys": list(keys),
         "password_auth": False,
         "kbdint_auth": False,
@@ -149,10 +181,8 @@ def auth_options(keys: Sequence[asyncssh.SSHKey], use_ssh_config: bool) -> dict[
         "host_based_auth": False,
         # An explicit list of keys would make asyncssh raise on the first encrypted one.
         "ignore_encrypted": True,
-    }
-    if not use_ssh_config:
         # asyncssh reads ~/.ssh/config when config is left unset; [] reads nothing.
-        options["config"] = []
-        # Without a config, fall back to the environment's agent as OpenSSH does.
-        options["agent_path"] = os.environ.get("SSH_AUTH_SOCK") or None
-    return options
+        "config": [],
+        "agent_path": agent,
+        "agent_forwarding": False,
+    }

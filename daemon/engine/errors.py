@@ -33,7 +33,8 @@ class AddressRefused(Exception):
     """A cluster name resolves to an address jobtunnel will not connect to by itself."""
 
     def __init__(self, host: str, address: str, problem: str) -> None:
-        super().__init__(f"{host} resolves to {address}, {problem}")
+        said = f"{host} is" if host == address else f"{host} resolves to {address},"
+        super().__init__(f"{said} {problem}")
         self.host = host
         self.address = address
 

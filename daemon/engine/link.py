@@ -1,21 +1,34 @@
 """One SSH connection to an endpoint: how it is opened, and the asyncssh client side
-(host-key trust on first use against the pin store, notice of connection loss)."""
+(host-key trust on first use against the pin store, notice of connection loss).
+
+The endpoint's host comes from a job log, an untrusted file. Its name is resolved here,
+once per attempt; every address it resolves to must pass :func:`address_problem` (unless
+private addresses are allowed), and the connection goes to those checked addresses, so
+a second lookup cannot answer differently. The name stays the host-key identity.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import socket
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import asyncssh
 
-from .auth import auth_options
-from .errors import HostKeyChanged
+from ..core.address import address_problem, hostport
+from .auth import agent_path, auth_options
+from .errors import AddressRefused, BastionFailed, HostKeyChanged
 from .hostkeys import HostKeyStore, Verdict, fingerprint
 from .options import TunnelOptions
 from .packets import skip_cbc_countermeasure
 
-__all__ = ["Link", "SshClient", "open_link"]
+__all__ = ["Link", "Resolver", "SshClient", "checked_addresses", "open_link", "resolve"]
+
+# (host, port) -> the IP addresses to try, in order.
+Resolver = Callable[[str, int], Awaitable[list[str]]]
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +102,7 @@ class Link:
     client: SshClient
     clients: set[asyncio.StreamWriter] = field(default_factory=set)
     check: asyncio.Task[bool] | None = None  # a liveness check in flight
+    bastion: asyncssh.SSHClientConnection | None = None  # the proxy_jump hop, if any
 
     @property
     def alive(self) -> bool:
@@ -103,6 +117,119 @@ class Link:
         if self.check is not None:
             self.check.cancel()
         self.conn.abort()
+        if self.bastion is not None:
+            self.bastion.abort()
+
+
+async def resolve(host: str, port: int) -> list[str]:
+    """Every address ``host`` has for a TCP connection, in the resolver's order."""
+    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    found: list[str] = []
+    for family, _type, _proto, _canon, sockaddr in infos:
+        ip = str(sockaddr[0])
+        if family == socket.AF_INET6 and len(sockaddr) > 3 and sockaddr[3] and "%" not in ip:
+            ip = f"{ip}%{sockaddr[3]}"  # a link-local address needs its interface
+        if ip not in found:
+            found.append(ip)
+    return found
+
+
+async def checked_addresses(
+    host: str, port: int, allow_private: bool, resolver: Resolver = resolve
+) -> list[str]:
+    """Resolve ``host``; raise :class:`AddressRefused` if ANY address is not public
+    (unless ``allow_private``): a name that also resolves to 10.0.0.5 could be answered
+    with it on the next try or by the next resolver in the chain."""
+    addresses = await resolver(host, port)
+    if not addresses:
+        raise socket.gaierror(socket.EAI_NONAME, "no addresses")
+    for ip in addresses:
+        problem = address_problem(ip, allow_private)
+        if problem is not None:
+            raise AddressRefused(host, ip, problem)
+    return addresses
+
+
+def _common(options: TunnelOptions, keys: list[asyncssh.SSHKey], agent: str | None) -> Any:
+    return {
+        # Empty trusted lists, so every key goes through validate_host_public_key.
+        # Never None: that would switch host-key checking off.
+        "known_hosts": ([], [], []),
+        "keepalive_interval": options.keepalive_interval,
+        "keepalive_count_max": options.keepalive_count_max,
+        "connect_timeout": options.connect_timeout,
+        "encryption_algs": list(options.ciphers),
+        **auth_options(keys, agent),
+    }
+
+
+async def _connect_checked(
+    name: str,
+    endpoint: tuple[str, str, int],
+    addresses: list[str],
+    host_keys: HostKeyStore,
+    trust: str | None,
+    tunnel: asyncssh.SSHClientConnection | None,
+    kwargs: Any,
+) -> tuple[asyncssh.SSHClientConnection, SshClient]:
+    """Log in to the first of ``addresses`` that accepts a TCP connection."""
+    user, _host, port = endpoint
+    last: OSError | None = None
+    for ip in addresses:
+        made: list[SshClient] = []
+
+        def factory(made: list[SshClient] = made) -> SshClient:
+            client = SshClient(name, endpoint, host_keys, trust)
+            made.append(client)
+            return client
+
+        try:
+            conn = await asyncssh.connect(
+                ip,
+                port,
+                username=user,
+                client_factory=factory,
+                **({"tunnel": tunnel} if tunnel is not None else {}),
+                **kwargs,
+            )
+        except Exception as exc:
+            changed = made[0].changed if made else None
+            if changed is not None:
+                raise changed from exc
+            # Only a failed TCP connection moves on (refused, unreachable, timed out,
+            # as OpenSSH does); an SSH-level refusal is the server's answer.
+            if not isinstance(exc, OSError) or len(addresses) == 1:
+                raise
+            log.debug("%s: %s: %s; trying the next address", name, hostport(ip, port), exc)
+            last = exc
+            continue
+        return conn, made[0]
+    assert last is not None
+    raise last
+
+
+async def _open_bastion(
+    name: str,
+    bastion: tuple[str, str, int],
+    options: TunnelOptions,
+    keys: list[asyncssh.SSHKey],
+    host_keys: HostKeyStore,
+) -> asyncssh.SSHClientConnection:
+    """Log in to the proxy_jump host, its key pinned under its own identity. Its address
+    is not checked: the user's own config names it, not a job log."""
+    user, host, port = bastion
+    label = f"{user}@{hostport(host, port)}"
+    try:
+        addresses = await resolve(host, port)
+        if not addresses:
+            raise socket.gaierror(socket.EAI_NONAME, "no addresses")
+        kwargs = _common(options, keys, agent_path(user, host, port, options.use_ssh_config))
+        conn, _client = await _connect_checked(
+            f"{name} via {label}", bastion, addresses, host_keys, None, None, kwargs
+        )
+    except Exception as exc:
+        raise BastionFailed(label, exc) from exc
+    return conn
 
 
 async def open_link(
@@ -112,36 +239,28 @@ async def open_link(
     keys: list[asyncssh.SSHKey],
     host_keys: HostKeyStore,
     trust: str | None = None,
+    resolver: Resolver = resolve,
 ) -> Link:
-    """Connect and log in; raises :class:`HostKeyChanged` when the key was refused.
+    """Connect and log in; raises :class:`HostKeyChanged` when the key was refused,
+    :class:`AddressRefused` when the host resolves to an address that is not public, and
+    :class:`BastionFailed` when the ``proxy_jump`` host fails.
     ``trust``: a fingerprint the user accepted; only that key may replace the pin."""
     user, host, port = endpoint
-    made: list[SshClient] = []
-
-    def factory() -> SshClient:
-        client = SshClient(name, endpoint, host_keys, trust)
-        made.append(client)
-        return client
-
     log.debug("%s: connecting", name)
+    # Resolved here even through a bastion: the check is ours, and the bastion is then
+    # asked for the checked address, never the name.
+    addresses = await checked_addresses(host, port, options.allow_private_addresses, resolver)
+    hop = options.bastion()
+    bastion = await _open_bastion(name, hop, options, keys, host_keys) if hop else None
+    kwargs = _common(options, keys, agent_path(user, host, port, options.use_ssh_config))
     try:
-        conn = await asyncssh.connect(
-            host,
-            port,
-            username=user,
-            # Empty trusted lists, so every key goes through validate_host_public_key.
-            # Never None: that would switch host-key checking off.
-            known_hosts=([], [], []),
-            client_factory=factory,
-            keepalive_interval=options.keepalive_interval,
-            keepalive_count_max=options.keepalive_count_max,
-            connect_timeout=options.connect_timeout,
-            encryption_algs=list(options.ciphers),
-            **auth_options(keys, options.use_ssh_config),
+        conn, client = await _connect_checked(
+            name, endpoint, addresses, host_keys, trust, bastion, kwargs
         )
-    except Exception as exc:
-        changed = made[0].changed if made else None
-        if changed is not None:
-            raise changed from exc
+    except BaseException:
+        if bastion is not None:
+            bastion.abort()
         raise
-    return Link(conn, made[0])
+    # The cluster connection ends when its channel through the bastion does; the bastion's
+    # own end is Link.drop's: asyncssh does not close a tunnel it was given.
+    return Link(conn, client, bastion=bastion)

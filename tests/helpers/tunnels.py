@@ -27,6 +27,8 @@ def fast_options(sshd: SshServer, **overrides: object) -> TunnelOptions:
         "max_delay": 1.0,
         "hold_seconds": 20.0,
         "use_ssh_config": False,
+        # The test sshd is on loopback, which the engine refuses by default.
+        "allow_private_addresses": True,
     }
     values.update(overrides)
     return TunnelOptions(**values)  # type: ignore[arg-type]

@@ -74,10 +74,10 @@ def test_key_loader_reads_identity_file_from_ssh_config(
 
 
 def test_auth_options_never_allow_interactive_auth() -> None:
-    opts = auth_options([], use_ssh_config=True)
+    opts = auth_options([], agent=None)
     assert opts["password_auth"] is False and opts["kbdint_auth"] is False
-    assert "config" not in opts  # asyncssh then reads ~/.ssh/config
-    assert auth_options([], use_ssh_config=False)["config"] == []
+    # asyncssh never reads ~/.ssh/config itself (it would apply Hostname, ProxyCommand).
+    assert opts["config"] == [] and opts["agent_forwarding"] is False
 
 
 def test_tunnel_options_defaults_and_validation() -> None:
