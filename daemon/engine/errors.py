@@ -70,7 +70,10 @@ def classify(exc: BaseException) -> tuple[ErrorKind, str]:
         # started, CIDR restriction) would point the user at the wrong host. Auth and
         # host-key failures keep their kind: they need the user, and a changed bastion
         # key must not be retried.
-        if kind not in (ErrorKind.AUTH, ErrorKind.HOST_KEY_CHANGED):
+        if kind is ErrorKind.HOST_KEY_CHANGED:
+            # `jobtunnel trust` replaces a cluster's pin, never the bastion's.
+            detail += "; to accept it, remove the bastion's line from jobtunnel's known_hosts"
+        elif kind is not ErrorKind.AUTH:
             kind = ErrorKind.UNREACHABLE
         return kind, f"bastion {exc.bastion}: {detail}"
     if isinstance(exc, HostKeyChanged):

@@ -201,5 +201,10 @@ class SshServer:
         """Give the server a new host key (takes effect at the next start)."""
         keygen(self.host_key, "test-host-2")
 
+    def authorize(self, key: Path) -> None:
+        """Also accept the client key ``key`` (a bastion that takes the cluster's key)."""
+        with open(self.authorized_keys, "a") as f:
+            f.write(Path(f"{key}.pub").read_text())
+
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
