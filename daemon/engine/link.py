@@ -135,12 +135,22 @@ async def resolve(host: str, port: int) -> list[str]:
 
 
 async def checked_addresses(
-    host: str, port: int, allow_private: bool, resolver: Resolver = resolve
+    host: str,
+    port: int,
+    allow_private: bool,
+    resolver: Resolver = resolve,
+    timeout: float | None = None,
 ) -> list[str]:
     """Resolve ``host``; raise :class:`AddressRefused` if ANY address is not public
     (unless ``allow_private``): a name that also resolves to 10.0.0.5 could be answered
     with it on the next try or by the next resolver in the chain."""
-    addresses = await resolver(host, port)
+    try:
+        # The lookup counts against connect_timeout too: a stalled resolver must not
+        # hold the attempt longer than a stalled server would.
+        async with asyncio.timeout(timeout):
+            addresses = await resolver(host, port)
+    except TimeoutError:
+        raise socket.gaierror(socket.EAI_AGAIN, "timed out") from None
     if not addresses:
         raise socket.gaierror(socket.EAI_NONAME, "no addresses")
     for ip in addresses:
@@ -198,7 +208,7 @@ async def _connect_checked(
                 raise changed from exc
             # Only a failed TCP connection moves on (refused, unreachable, timed out,
             # as OpenSSH does); an SSH-level refusal is the server's answer.
-            if not isinstance(exc, OSError) or len(addresses) == 1:
+            if not isinstance(exc, OSError):
                 raise
             log.debug("%s: %s: %s; trying the next address", name, hostport(ip, port), exc)
             last = exc
@@ -220,9 +230,7 @@ async def _open_bastion(
     user, host, port = bastion
     label = f"{user}@{hostport(host, port)}"
     try:
-        addresses = await resolve(host, port)
-        if not addresses:
-            raise socket.gaierror(socket.EAI_NONAME, "no addresses")
+        addresses = await checked_addresses(host, port, True, timeout=options.connect_timeout)
         kwargs = _common(options, keys, agent_path(user, host, port, options.use_ssh_config))
         conn, _client = await _connect_checked(
             f"{name} via {label}", bastion, addresses, host_keys, None, None, kwargs
@@ -249,7 +257,9 @@ async def open_link(
     log.debug("%s: connecting", name)
     # Resolved here even through a bastion: the check is ours, and the bastion is then
     # asked for the checked address, never the name.
-    addresses = await checked_addresses(host, port, options.allow_private_addresses, resolver)
+    addresses = await checked_addresses(
+        host, port, options.allow_private_addresses, resolver, options.connect_timeout
+    )
     hop = options.bastion()
     bastion = await _open_bastion(name, hop, options, keys, host_keys) if hop else None
     kwargs = _common(options, keys, agent_path(user, host, port, options.use_ssh_config))

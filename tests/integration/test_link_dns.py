@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -201,3 +202,19 @@ def test_localhost_through_the_system_resolver_connects_when_allowed(
             link.drop()
 
     run(main(), 60)
+
+
+def test_a_stalled_lookup_counts_against_connect_timeout(sshd: SshServer, tmp_path: Path) -> None:
+    async def stalled(host: str, port: int) -> list[str]:
+        await asyncio.sleep(3600)
+        return []
+
+    async def main() -> None:
+        options = fast_options(sshd, connect_timeout=0.5)
+        store = HostKeyStore(tmp_path / "known_hosts")
+        with pytest.raises(socket.gaierror, match="timed out"):
+            await open_link(
+                "t", (sshd.user, NAME, sshd.port), options, keys(sshd), store, resolver=stalled
+            )
+
+    run(main(), 30)
