@@ -8,7 +8,12 @@ from pathlib import Path
 import asyncssh
 import pytest
 from jobtunnel.daemon import paths
-from jobtunnel.daemon.engine.auth import KeyLoader, auth_options, default_identity_files
+from jobtunnel.daemon.engine.auth import (
+    KeyLoader,
+    agent_path,
+    auth_options,
+    default_identity_files,
+)
 from jobtunnel.daemon.engine.loop import event_loop_factory
 from jobtunnel.daemon.engine.options import TunnelOptions
 
@@ -113,3 +118,28 @@ def test_event_loop_choice() -> None:
     assert event_loop_factory("auto") is uvloop.new_event_loop
     with pytest.raises(ValueError):
         event_loop_factory("trio")
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        ("", "/env.sock"),
+        ("IdentityAgent ~/agent.sock", "{home}/agent.sock"),
+        ("IdentityAgent SSH_AUTH_SOCK", "/env.sock"),
+        ("IdentityAgent $OTHER_SOCK", "/other.sock"),
+        ("IdentityAgent none", None),
+    ],
+)
+def test_agent_path_from_ssh_config(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, line: str, expected: str | None
+) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("SSH_AUTH_SOCK", "/env.sock")
+    monkeypatch.setenv("OTHER_SOCK", "/other.sock")
+    (tmp_path / ".ssh").mkdir()
+    (tmp_path / ".ssh" / "config").write_text(f"Host *.example.com\n    {line}\n")
+    want = expected.format(home=tmp_path) if expected else None
+    assert agent_path("u", "c.example.com", 22, use_ssh_config=True) == want
+    # Off, or another host: the environment's agent.
+    assert agent_path("u", "c.example.com", 22, use_ssh_config=False) == "/env.sock"
+    assert agent_path("u", "c.example.org", 22, use_ssh_config=True) == "/env.sock"
