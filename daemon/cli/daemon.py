@@ -38,19 +38,22 @@ def run_run(args: argparse.Namespace) -> int:
     log_path = setup_logging(verbose=args.verbose, to_file=True)
     # The daemon's dependencies (asyncssh, watchdog, APScheduler) only for this command.
     from ..engine.loop import install_event_loop
+    from ..process.deadline import StopDeadline
     from ..process.instance import AlreadyRunning
     from ..process.service import Service
 
     loop_name = install_event_loop(config.daemon.event_loop)
     log.info("config %s, log %s, event loop %s", path, log_path, loop_name)
+    deadline = StopDeadline()
 
     async def serve() -> None:
-        await Service(config, args.config).run()
+        await Service(config, args.config, deadline=deadline).run()
 
     try:
         asyncio.run(serve())
     except AlreadyRunning as exc:
         raise Fail(str(exc), 1) from None
+    # Still armed: it covers the interpreter's exit too (joining threads).
     return 0
 
 

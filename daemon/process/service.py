@@ -31,6 +31,7 @@ from ..engine.options import TunnelStatus, forwards_of, tunnel_options
 from ..engine.passphrase import keyring_source
 from ..engine.tunnel import Tunnel
 from . import signals, view
+from .deadline import StopDeadline
 from .detection import DetectionWorker
 from .handlers import Handlers
 from .instance import InstanceLock
@@ -60,8 +61,16 @@ class _Clock:
 class Service:
     """Owns the watcher, the tunnels, the state file, the scheduler and the control API."""
 
-    def __init__(self, config: Config, config_path: Path | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        config_path: Path | None = None,
+        *,
+        deadline: StopDeadline | None = None,
+    ) -> None:
         self.config = config
+        # Armed at each stop request: the process is gone in seconds whatever hangs.
+        self.deadline = deadline
         self.config_path = config_path
         self.store = Store()
         self.book = Book(limits=limits_of(config))
@@ -98,6 +107,8 @@ class Service:
             self.lock.release()
 
     def request_stop(self) -> None:
+        if self.deadline is not None:
+            self.deadline.arm()
         self._stopping.set()
 
     async def _start(self) -> None:

@@ -13,7 +13,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -98,12 +98,15 @@ def make_env(home: Path, sshd: SshServer, service_port: int) -> Env:
 
 
 class Daemon:
-    def __init__(self, env: Env) -> None:
+    """``jobtunnel run`` for ``env``; ``wrapper``: a command line that ends by exec-ing the
+    words it is given (to run the daemon in a namespace of its own, say)."""
+
+    def __init__(self, env: Env, wrapper: Sequence[str] = ()) -> None:
         self.env = env
         self.log = env.home / f"daemon-{time.monotonic_ns()}.log"
         with self.log.open("wb") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "jobtunnel.daemon", "run"],
+                [*wrapper, sys.executable, "-m", "jobtunnel.daemon", "run"],
                 env=env.vars,
                 stdout=out,
                 stderr=subprocess.STDOUT,
