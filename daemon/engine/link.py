@@ -59,7 +59,7 @@ class SshClient(asyncssh.SSHClient):
     def validate_host_public_key(
         self, host: str, addr: str, port: int, key: asyncssh.SSHKey
     ) -> bool:
-        # The endpoint identity, not what asyncssh resolved (an ssh config Hostname).
+        # The endpoint identity (the detected name), not the address connected to.
         verdict, pinned = self._host_keys.check(*self._endpoint, key)
         offered = fingerprint(key)
         if self._trust is not None and verdict is not Verdict.MATCH:
