@@ -10,9 +10,12 @@ a second lookup cannot answer differently. The name stays the host-key identity.
 from __future__ import annotations
 
 import asyncio
+import functools
+import ipaddress
 import logging
 import socket
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -121,9 +124,30 @@ class Link:
             self.bastion.abort()
 
 
+# Lookups get threads of their own. A lookup waiting on a silent DNS server holds its
+# thread until the system resolver gives up (30 s and more); in the event loop's shared
+# pool (uvloop's has 4 threads) a few such names from one file held up every other lookup
+# and every listener's bind. One thread per automatically connected endpoint by default.
+LOOKUP_THREADS = 8
+_lookups: ThreadPoolExecutor | None = None
+
+
+def _lookup_pool() -> ThreadPoolExecutor:
+    global _lookups
+    if _lookups is None:
+        _lookups = ThreadPoolExecutor(LOOKUP_THREADS, thread_name_prefix="jobtunnel-lookup")
+    return _lookups
+
+
 async def resolve(host: str, port: int) -> list[str]:
-    """Every address ``host`` has for a TCP connection, in the resolver's order."""
-    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    """Every address ``host`` has for a TCP connection, in the resolver's order. An IP
+    literal is its own answer: it never waits behind the lookups of names."""
+    try:
+        return [str(ipaddress.ip_address(host))]
+    except ValueError:
+        pass
+    lookup = functools.partial(socket.getaddrinfo, host, port, type=socket.SOCK_STREAM)
+    infos = await asyncio.get_running_loop().run_in_executor(_lookup_pool(), lookup)
     found: list[str] = []
     for family, _type, _proto, _canon, sockaddr in infos:
         ip = str(sockaddr[0])

@@ -175,6 +175,9 @@ def silent_dns_wrapper(tmp: Path) -> list[str]:
     ]
 
 
+NAMES = 12
+
+
 def test_sigterm_while_name_lookups_hang_ends_the_daemon_by_the_deadline(
     env: Env, tmp_path: Path
 ) -> None:
@@ -185,12 +188,18 @@ def test_sigterm_while_name_lookups_hang_ends_the_daemon_by_the_deadline(
     try:
         daemon.wait_ready()
         env.logs.mkdir(exist_ok=True)
-        lines = "".join(f"ssh uprod_n{i}@node{i}.cluster.example.com\n" for i in range(12))
+        lines = "".join(f"ssh uprod_n{i}@node{i}.cluster.example.com\n" for i in range(NAMES))
         (env.logs / "names.log").write_text(lines)
-        wait_for(
-            lambda: sum(e["state"] == "connecting" for e in env.status()["endpoints"]) >= 3,
-            "tunnels waiting on name lookups",
-        )
+
+        # Lookups that hang hold up nothing else: every endpoint gets its listener (the
+        # binds once waited behind the lookups in the event loop's shared thread pool).
+        def all_listening() -> bool:
+            eps = env.status()["endpoints"]
+            return len(eps) == NAMES and all(
+                e["state"] == "connecting" and e["forwards"][0]["local_port"] for e in eps
+            )
+
+        wait_for(all_listening, "every endpoint listening while its lookup hangs")
         time.sleep(0.5)  # the lookups are in flight
         took = sigterm(daemon)
     finally:
