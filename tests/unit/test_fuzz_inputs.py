@@ -13,6 +13,7 @@ Detection has its own: tests/test_detect_properties.py, tests/test_detect_hostil
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime
 import json
 import logging
@@ -42,26 +43,10 @@ FUZZ = settings(
 
 # -- config -----------------------------------------------------------------------------
 
+# Every section and key the config schema has (a key added later is fuzzed too).
 SECTIONS = {
-    "detect": ["username_pattern", "allow_private_addresses"],
-    "watch": ["folders", "patterns", "recursive"],
-    "ssh": [
-        "identity_files",
-        "keepalive_interval",
-        "keepalive_count_max",
-        "connect_timeout",
-        "ciphers",
-        "use_ssh_config",
-    ],
-    "tunnels": ["forwards", "dynamic_forwards", "bind_address", "hold_seconds", "port_range"],
-    "reconnect": ["initial_delay", "max_delay", "reset_after", "give_up_after"],
-    "daemon": [
-        "event_loop",
-        "control",
-        "probe_interval",
-        "rescan_interval",
-        "snapshot_interval",
-    ],
+    section.name: [f.name for f in dataclasses.fields(getattr(Config(), section.name))]
+    for section in dataclasses.fields(Config)
 }
 
 tricky_text = st.text(max_size=40) | st.sampled_from(
