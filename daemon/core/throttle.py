@@ -36,32 +36,19 @@ class Repeats:
 
 
 class Seen:
-    """Remembers what was already logged: at most ``limit`` entries and groups (the
-    oldest forgotten first), and at most ``per_group`` entries per group (a file); past
-    that, the group gets one line saying the rest is not logged."""
+    """Remembers what was already logged, at most ``limit`` entries (the oldest
+    forgotten first). How many a file may yield is detection's own cap."""
 
-    def __init__(self, limit: int = 4096, per_group: int = 20) -> None:
+    def __init__(self, limit: int = 4096) -> None:
         self.limit = limit
-        self.per_group = per_group
         self._keys: OrderedDict[tuple[str, str], None] = OrderedDict()
-        self._groups: OrderedDict[str, int] = OrderedDict()
 
-    def first(self, group: str, key: str) -> bool | None:
-        """True: new, log it. False: seen already, or past the group's share: stay
-        quiet. None: new, and the group's share is used up: log that instead."""
+    def first(self, group: str, key: str) -> bool:
+        """True the first time ``key`` is seen in ``group`` (a file)."""
         entry = (group, key)
         if entry in self._keys:
             self._keys.move_to_end(entry)
             return False
-        count = self._groups.get(group, 0)
-        self._groups[group] = min(count + 1, self.per_group + 1)
-        self._groups.move_to_end(group)
-        if len(self._groups) > self.limit:
-            self._groups.popitem(last=False)
-        if count > self.per_group:
-            return False
-        if count == self.per_group:
-            return None
         self._keys[entry] = None
         if len(self._keys) > self.limit:
             self._keys.popitem(last=False)

@@ -189,18 +189,9 @@ class Service:
         """What the detection thread found (called on the loop)."""
         for finding in findings:
             if isinstance(finding, Rejection):
-                # Read again on every change and restart: logged once, a file's share bounded.
-                news = self._rejections.first(
-                    finding.source, f"{finding.candidate}: {finding.reason}"
-                )
-                if news:
+                # A file is read again on every change and at each start: logged once.
+                if self._rejections.first(finding.source, f"{finding.candidate}: {finding.reason}"):
                     log.warning("%s", finding)
-                elif news is None:
-                    log.warning(
-                        "%s: more ignored candidates, not logged (`jobtunnel scan %s` lists them)",
-                        finding.source,
-                        finding.source,
-                    )
             else:
                 self._spawn(self._on_endpoint(finding, explicit=False))
 
