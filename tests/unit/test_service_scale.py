@@ -14,7 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from jobtunnel.daemon.api.schema import StatusSnapshot
 from jobtunnel.daemon.config import Config, DetectConfig, TunnelsConfig, WatchConfig
+from jobtunnel.daemon.core.policy import State
+from jobtunnel.daemon.engine.options import TunnelStatus
 from jobtunnel.daemon.process import service as service_module
 from jobtunnel.daemon.process.service import Service
 from jobtunnel.daemon.process.watch import LogUpdate
@@ -25,9 +28,10 @@ N = 1000
 
 
 class CountingTunnel:
-    """Stands in for Tunnel: no network; counts how often the service asks for ports."""
+    """Stands in for Tunnel: no network; counts how often the service asks for its status."""
 
-    port_reads = 0
+    status_reads = 0
+    state = State.CONNECTING
 
     def __init__(self, user: str, host: str, port: int, *args: Any, **kwargs: Any) -> None:
         self.endpoint = (user, host, port)
@@ -44,16 +48,21 @@ class CountingTunnel:
     async def stop(self) -> None:
         pass
 
-    def assigned_ports(self) -> dict[str, int]:
-        CountingTunnel.port_reads += 1
-        return {}
+    def status(self) -> TunnelStatus:
+        CountingTunnel.status_reads += 1
+        user, host, port = self.endpoint
+        return TunnelStatus(
+            user=user, host=host, port=port, state="connecting", since=0.0, forwards=(),
+            bytes_sent=0, bytes_received=0, active_clients=0, held_clients=0, reconnects=0,
+            last_error=None, last_error_kind=None, next_attempt_in=None, host_key=None,
+        )  # fmt: skip
 
 
 def test_a_thousand_endpoints_publish_few_snapshots(
     isolated_home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(service_module, "Tunnel", CountingTunnel)
-    CountingTunnel.port_reads = 0
+    CountingTunnel.status_reads = 0
     config = Config(
         detect=DetectConfig(username_pattern="root", allow_private_addresses=True),
         watch=WatchConfig(folders=[str(isolated_home / "logs")]),
@@ -68,10 +77,12 @@ def test_a_thousand_endpoints_publish_few_snapshots(
         service = Service(config)
         snapshots = 0
 
-        def status() -> dict[str, Any]:
+        built = service.status
+
+        def status() -> StatusSnapshot:
             nonlocal snapshots
             snapshots += 1
-            return {}
+            return built()
 
         monkeypatch.setattr(service, "status", status)
         service._on_update(LogUpdate(isolated_home / "logs" / "flood.log", log.encode(), True))
@@ -85,4 +96,5 @@ def test_a_thousand_endpoints_publish_few_snapshots(
 
     snapshots = run(body())
     assert snapshots <= 10, snapshots
-    assert CountingTunnel.port_reads <= 10 * N, CountingTunnel.port_reads
+    # Each snapshot reads every tunnel once; nothing else walks them all.
+    assert CountingTunnel.status_reads <= snapshots * N, CountingTunnel.status_reads
