@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 from jobtunnel.daemon.core.forward import parse_dynamic, parse_forward
@@ -52,6 +54,17 @@ def make_tunnel(
 
 def is_up(st: TunnelStatus) -> bool:
     return st.state == "up"
+
+
+@contextlib.asynccontextmanager
+async def running(t: Tunnel, timeout: float = 15) -> AsyncIterator[Tunnel]:
+    """``t`` started and up within ``timeout``; ended on the way out, whatever happened."""
+    await t.start()
+    try:
+        await t.wait_for(is_up, timeout)
+        yield t
+    finally:
+        await t.end()
 
 
 def local_port(t: Tunnel, index: int = 0) -> int:

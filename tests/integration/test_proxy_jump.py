@@ -13,7 +13,7 @@ from jobtunnel.daemon.engine.hostkeys import HostKeyStore
 from tests.helpers.asyncrun import run
 from tests.helpers.services import HTTP_BODY, echo_server, http_get, http_server, roundtrip
 from tests.helpers.sshd import SshServer, free_port
-from tests.helpers.tunnels import fast_options, is_up, local_port, make_tunnel
+from tests.helpers.tunnels import fast_options, local_port, make_tunnel, running
 
 pytestmark = [pytest.mark.sshd, pytest.mark.timeout(120)]
 
@@ -47,9 +47,7 @@ def test_tunnel_through_a_bastion(sshd: SshServer, bastion: SshServer, tmp_path:
             opts = fast_options(sshd, proxy_jump=jump)
             specs = [f"0:127.0.0.1:{http_port}", f"0:127.0.0.1:{echo_port}"]
             t = make_tunnel(sshd, specs, tmp_path, options=opts)  # known_hosts: store
-            await t.start()
-            try:
-                await t.wait_for(is_up, 20)
+            async with running(t, 20):
                 assert HTTP_BODY in await http_get(local_port(t, 0))
                 payload = bytes(range(256)) * 4096
                 assert await roundtrip(local_port(t, 1), payload) == payload
@@ -58,8 +56,6 @@ def test_tunnel_through_a_bastion(sshd: SshServer, bastion: SshServer, tmp_path:
                 bastion.kill_sessions()
                 await t.wait_for(lambda st: st.reconnects == 1 and st.state == "up", 30)
                 assert await roundtrip(local_port(t, 1), b"again") == b"again"
-            finally:
-                await t.end()
 
         run(main(), 90)
 

@@ -27,7 +27,7 @@ from tests.helpers.services import (
     source_server,
 )
 from tests.helpers.sshd import SshServer
-from tests.helpers.tunnels import fast_options, is_up, local_port, make_tunnel
+from tests.helpers.tunnels import fast_options, is_up, local_port, make_tunnel, running
 
 pytestmark = [pytest.mark.sshd, pytest.mark.timeout(120)]
 
@@ -71,9 +71,7 @@ def test_session_killed_reconnects_on_same_port(sshd: SshServer, tmp_path: Path)
             t = make_tunnel(sshd, [f"0:127.0.0.1:{echo}"], tmp_path)
             states: list[str] = []
             t.subscribe(lambda st: states.append(st.state))
-            await t.start()
-            try:
-                await t.wait_for(is_up, 15)
+            async with running(t):
                 port = local_port(t)
                 assert await roundtrip(port, b"before") == b"before"
                 assert sshd.kill_sessions(), "no session process to kill"
@@ -84,8 +82,6 @@ def test_session_killed_reconnects_on_same_port(sshd: SshServer, tmp_path: Path)
                 assert await roundtrip(port, b"after") == b"after"
                 assert t.status().reconnects == 1
                 assert "reconnecting" in states
-            finally:
-                await t.end()
 
         run(main(), 60)
 
@@ -95,9 +91,7 @@ def test_outage_clients_are_held_then_served(sshd: SshServer, tmp_path: Path) ->
 
         async def main() -> None:
             t = make_tunnel(sshd, [f"0:127.0.0.1:{echo}"], tmp_path)
-            await t.start()
-            try:
-                await t.wait_for(is_up, 15)
+            async with running(t):
                 port = local_port(t)
                 sshd.stop()
                 await t.wait_for(lambda st: st.state != "up", 15)
@@ -116,8 +110,6 @@ def test_outage_clients_are_held_then_served(sshd: SshServer, tmp_path: Path) ->
                 print(f"held clients served {time.monotonic() - t0:.2f} s after sshd restart")
                 assert results == [f"held {i}".encode() for i in range(5)]
                 assert local_port(t) == port
-            finally:
-                await t.end()
 
         run(main(), 90)
 
@@ -132,9 +124,7 @@ def test_hold_time_expires_then_client_closed(sshd: SshServer, tmp_path: Path) -
                 tmp_path,
                 options=fast_options(sshd, hold_seconds=1.0),
             )
-            await t.start()
-            try:
-                await t.wait_for(is_up, 15)
+            async with running(t):
                 port = local_port(t)
                 sshd.stop()
                 await t.wait_for(lambda st: st.state != "up", 15)
@@ -145,8 +135,6 @@ def test_hold_time_expires_then_client_closed(sshd: SshServer, tmp_path: Path) -
                 assert data == b""
                 assert 0.8 <= waited < 10
                 writer.close()
-            finally:
-                await t.end()
 
         run(main(), 60)
 
@@ -268,9 +256,7 @@ def test_a_slow_channel_on_a_live_server_keeps_the_link(
 
     async def main() -> None:
         t = make_tunnel(sshd, [f"0:127.0.0.1:{target}"], tmp_path)
-        await t.start()
-        try:
-            await t.wait_for(is_up, 15)
+        async with running(t):
             reader, writer = await asyncio.open_connection("127.0.0.1", local_port(t))
             await asyncio.sleep(OPEN_STALL_SECONDS * 2.5)
             assert "a channel is slow to open; checking the link" in caplog.text
@@ -292,8 +278,6 @@ def test_a_slow_channel_on_a_live_server_keeps_the_link(
             assert greeting.result() == b"hi"
             assert t.status().reconnects == 0
             writer.close()
-        finally:
-            await t.end()
 
     try:
         run(main(), 60)
@@ -312,9 +296,7 @@ def test_backpressure_both_ways(sshd: SshServer, tmp_path: Path) -> None:
 
         async def main() -> None:
             t = make_tunnel(sshd, [f"0:127.0.0.1:{source}", f"0:127.0.0.1:{sink}"], tmp_path)
-            await t.start()
-            try:
-                await t.wait_for(is_up, 15)
+            async with running(t):
                 # Down: the local client reads nothing for a while.
                 reader, writer = await asyncio.open_connection("127.0.0.1", local_port(t))
                 await asyncio.sleep(2)
@@ -345,8 +327,6 @@ def test_backpressure_both_ways(sshd: SshServer, tmp_path: Path) -> None:
                 await sender
                 assert answer.decode() == sha256(data)
                 writer.close()
-            finally:
-                await t.end()
 
         run(main(), 110)
 
@@ -356,9 +336,7 @@ def test_stop_releases_ports_and_start_resumes_on_them(sshd: SshServer, tmp_path
 
         async def main() -> None:
             t = make_tunnel(sshd, [f"0:127.0.0.1:{echo}"], tmp_path)
-            await t.start()
-            try:
-                await t.wait_for(is_up, 15)
+            async with running(t):
                 port = local_port(t)
                 await t.stop()
                 st = t.status()
@@ -370,8 +348,6 @@ def test_stop_releases_ports_and_start_resumes_on_them(sshd: SshServer, tmp_path
                 await t.wait_for(is_up, 15)
                 assert local_port(t) == port
                 assert await roundtrip(port, b"resumed") == b"resumed"
-            finally:
-                await t.end()
 
         run(main(), 40)
 
@@ -405,9 +381,7 @@ def test_held_client_shortens_a_long_backoff(sshd: SshServer, tmp_path: Path) ->
         async def main() -> None:
             opts = fast_options(sshd, initial_delay=10.0, max_delay=10.0, hold_seconds=9.0)
             t = make_tunnel(sshd, [f"0:127.0.0.1:{echo}"], tmp_path, options=opts, rand=lambda: 1.0)
-            await t.start()
-            try:
-                await t.wait_for(is_up, 15)
+            async with running(t):
                 port = local_port(t)
                 sshd.stop()
                 st = await t.wait_for(lambda st: st.state == "reconnecting", 15)
@@ -420,8 +394,6 @@ def test_held_client_shortens_a_long_backoff(sshd: SshServer, tmp_path: Path) ->
                 sshd.start()
                 assert await held == b"soon"
                 print(f"held client served after {time.monotonic() - t0:.2f} s (backoff 10 s)")
-            finally:
-                await t.end()
 
         run(main(), 40)
 

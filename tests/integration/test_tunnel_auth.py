@@ -16,7 +16,7 @@ import pytest
 from tests.helpers.asyncrun import run
 from tests.helpers.deps import require_tool
 from tests.helpers.sshd import SshServer
-from tests.helpers.tunnels import fast_options, is_up, make_tunnel
+from tests.helpers.tunnels import fast_options, make_tunnel, running
 
 pytestmark = [pytest.mark.sshd, pytest.mark.timeout(90)]
 
@@ -34,13 +34,9 @@ def test_encrypted_key_uses_passphrase_callback_once(sshd: SshServer, tmp_path: 
     async def main() -> None:
         opts = fast_options(sshd, identity_files=(str(locked),))
         t = make_tunnel(sshd, ["0:127.0.0.1:9"], tmp_path, options=opts, passphrase=ask)
-        await t.start()
-        try:
-            await t.wait_for(is_up, 20)
+        async with running(t, 20):
             sshd.kill_sessions()
             await t.wait_for(lambda st: st.reconnects == 1 and st.state == "up", 20)
-        finally:
-            await t.end()
         assert asked == [str(locked)], "asked again on reconnect"
 
     run(main(), 60)
@@ -59,11 +55,8 @@ def test_identity_file_from_ssh_config(
         # No configured keys, none at the default names: only ~/.ssh/config names one.
         opts = fast_options(sshd, identity_files=(), use_ssh_config=True)
         t = make_tunnel(sshd, ["0:127.0.0.1:9"], tmp_path, options=opts)
-        await t.start()
-        try:
-            await t.wait_for(is_up, 20)
-        finally:
-            await t.end()
+        async with running(t, 20):
+            pass  # coming up is what is tested
 
         opts = fast_options(sshd, identity_files=(), use_ssh_config=False)
         t = make_tunnel(sshd, ["0:127.0.0.1:9"], tmp_path, options=opts)
@@ -105,10 +98,7 @@ def test_agent_key(sshd: SshServer, tmp_path: Path, monkeypatch: pytest.MonkeyPa
             for use_config in (True, False):
                 opts = fast_options(sshd, identity_files=(), use_ssh_config=use_config)
                 t = make_tunnel(sshd, ["0:127.0.0.1:9"], tmp_path, options=opts)
-                await t.start()
-                try:
-                    await t.wait_for(is_up, 20)
-                finally:
-                    await t.end()
+                async with running(t, 20):
+                    pass  # coming up is what is tested
 
         run(main(), 60)

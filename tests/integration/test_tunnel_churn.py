@@ -17,7 +17,7 @@ from jobtunnel.daemon.engine.tunnel import Tunnel
 from tests.helpers.asyncrun import run
 from tests.helpers.services import echo_server, roundtrip
 from tests.helpers.sshd import SshServer
-from tests.helpers.tunnels import is_up, local_port, make_tunnel, open_fds
+from tests.helpers.tunnels import local_port, make_tunnel, open_fds, running
 
 pytestmark = [pytest.mark.sshd, pytest.mark.timeout(150)]
 
@@ -71,9 +71,7 @@ def test_churn_leaves_no_channel_or_fd_behind(sshd: SshServer, tmp_path: Path) -
 
         async def main() -> None:
             t = make_tunnel(sshd, [f"0:127.0.0.1:{echo}"], tmp_path)
-            await t.start()
-            try:
-                await t.wait_for(is_up, 15)
+            async with running(t):
                 port = local_port(t)
                 assert await roundtrip(port, b"warm") == b"warm"
                 await t.wait_for(lambda st: st.active_clients == 0, 10)
@@ -108,8 +106,6 @@ def test_churn_leaves_no_channel_or_fd_behind(sshd: SshServer, tmp_path: Path) -
                 assert server_fds(sshd) <= server_before
                 assert t.status().state == "up" and t.status().reconnects == 0
                 assert await roundtrip(port, b"still fine") == b"still fine"
-            finally:
-                await t.end()
 
         run(main(), 140)
 
@@ -133,9 +129,7 @@ def test_socks5_dynamic_forward_reaches_echo(sshd: SshServer, tmp_path: Path) ->
 
         async def main() -> None:
             t = make_tunnel(sshd, ["D:0"], tmp_path)
-            await t.start()
-            try:
-                await t.wait_for(is_up, 15)
+            async with running(t):
                 port = local_port(t)
                 assert t.status().forwards[0].remote == "socks"
                 for atyp, addr in ((1, socket.inet_aton("127.0.0.1")), (3, b"localhost")):
@@ -155,8 +149,6 @@ def test_socks5_dynamic_forward_reaches_echo(sshd: SshServer, tmp_path: Path) ->
                 code, _, writer = await socks_connect(port, 1, socket.inet_aton("127.0.0.1"), 1, 2)
                 assert code == 7
                 writer.close()
-            finally:
-                await t.end()
 
         run(main(), 60)
 
@@ -168,9 +160,7 @@ def test_open_cancelled_midway_closes_the_channel(sshd: SshServer, tmp_path: Pat
 
         async def main() -> None:
             t = make_tunnel(sshd, [f"0:127.0.0.1:{echo}"], tmp_path)
-            await t.start()
-            try:
-                await t.wait_for(is_up, 15)
+            async with running(t):
                 link = t._link
                 assert link is not None
                 conn = link.conn
@@ -203,7 +193,5 @@ def test_open_cancelled_midway_closes_the_channel(sshd: SshServer, tmp_path: Pat
                 while channel_count(t) and time.monotonic() < deadline:
                     await asyncio.sleep(0.05)
                 assert channel_count(t) == 0
-            finally:
-                await t.end()
 
         run(main(), 60)

@@ -16,7 +16,7 @@ from jobtunnel.daemon.engine.hostkeys import HostKeyStore
 from tests.helpers.asyncrun import run
 from tests.helpers.services import echo_server, roundtrip
 from tests.helpers.sshd import SshServer, keygen
-from tests.helpers.tunnels import fast_options, is_up, local_port, make_tunnel
+from tests.helpers.tunnels import fast_options, is_up, local_port, make_tunnel, running
 
 pytestmark = [pytest.mark.sshd, pytest.mark.timeout(90)]
 
@@ -119,17 +119,13 @@ def test_taken_port_moves_to_next_free_and_is_reported(sshd: SshServer, tmp_path
             t = make_tunnel(sshd, [f"{taken}:127.0.0.1:{echo}"], tmp_path)
             reports: list[int | None] = []
             t.subscribe(lambda st: reports.append(st.forwards[0].local_port))
-            await t.start()
-            try:
-                await t.wait_for(is_up, 15)
+            async with running(t):
                 got = local_port(t)
                 assert got != taken and got > taken
                 assert t.assigned_ports() == {f"{taken}:127.0.0.1:{echo}": got}
                 assert got in reports
                 assert t.status().forwards[0].wanted_port == taken
                 assert await roundtrip(got, b"moved") == b"moved"
-            finally:
-                await t.end()
 
         run(main(), 40)
 

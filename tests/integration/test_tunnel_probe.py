@@ -10,7 +10,7 @@ import pytest
 from tests.helpers.asyncrun import run
 from tests.helpers.services import echo_server, roundtrip
 from tests.helpers.sshd import SshServer
-from tests.helpers.tunnels import fast_options, is_up, local_port, make_tunnel
+from tests.helpers.tunnels import fast_options, is_up, local_port, make_tunnel, running
 
 
 @pytest.mark.timeout(90)
@@ -48,9 +48,7 @@ def test_reconnect_now_replaces_an_up_link_on_the_same_port(
 
         async def main() -> None:
             t = make_tunnel(sshd, [f"0:127.0.0.1:{echo}"], tmp_path, options=fast_options(sshd))
-            await t.start()
-            try:
-                await t.wait_for(is_up, 15)
+            async with running(t):
                 port = local_port(t)
                 first = t.connection
                 t.reconnect_now()
@@ -59,8 +57,6 @@ def test_reconnect_now_replaces_an_up_link_on_the_same_port(
                 assert st.last_error is None
                 assert local_port(t) == port
                 assert await roundtrip(port, b"fresh") == b"fresh"
-            finally:
-                await t.end()
 
         run(main())
 
@@ -76,9 +72,7 @@ def test_forward_status_counts_its_clients(sshd: SshServer, tmp_path: Path) -> N
                 tmp_path,
                 options=fast_options(sshd),
             )
-            await t.start()
-            try:
-                await t.wait_for(is_up, 15)
+            async with running(t):
                 writers = []
                 for _ in range(2):
                     reader, writer = await asyncio.open_connection("127.0.0.1", local_port(t, 1))
@@ -90,7 +84,5 @@ def test_forward_status_counts_its_clients(sshd: SshServer, tmp_path: Path) -> N
                 for writer in writers:
                     writer.close()
                 await t.wait_for(lambda st: st.forwards[1].clients == 0, 10)
-            finally:
-                await t.end()
 
         run(main())

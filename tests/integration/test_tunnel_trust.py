@@ -11,7 +11,7 @@ from jobtunnel.daemon.engine.hostkeys import HostKeyStore
 
 from tests.helpers.asyncrun import run
 from tests.helpers.sshd import SshServer
-from tests.helpers.tunnels import is_up, make_tunnel
+from tests.helpers.tunnels import is_up, make_tunnel, running
 
 
 def host_fp(sshd: SshServer) -> str:
@@ -25,15 +25,11 @@ def test_trust_pins_exactly_the_key_named(sshd: SshServer, tmp_path: Path) -> No
 
     async def main() -> None:
         t = make_tunnel(sshd, ["0:127.0.0.1:9"], tmp_path)
-        await t.start()
-        try:
-            await t.wait_for(is_up, 15)
+        async with running(t):
             assert t.status().refused_key is None
             with pytest.raises(ValueError, match="no refused key"):
                 t.accept_new_host_key()
             assert t.status().state == "up"  # refused before touching the link
-        finally:
-            await t.end()
 
         sshd.stop()
         sshd.new_host_key()
