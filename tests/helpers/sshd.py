@@ -68,8 +68,9 @@ def descendants(pid: int) -> list[int]:
 class SshServer:
     """One sshd. ``start()`` waits until it listens; ``stop()`` ends it and its sessions."""
 
-    def __init__(self, workdir: Path, port: int | None = None) -> None:
+    def __init__(self, workdir: Path, port: int | None = None, *, sftp: bool = True) -> None:
         self.dir = workdir
+        self.sftp = sftp  # Rescale's clusters serve SFTP; False: a server that refuses it
         self.dir.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()
         # Every port it listens on (a benchmark adds more lines to the config).
@@ -102,6 +103,7 @@ class SshServer:
                     "AllowTcpForwarding yes",
                     "MaxStartups 100:30:200",
                     "LogLevel VERBOSE",
+                    *(["Subsystem sftp internal-sftp"] if self.sftp else []),
                     "",
                 ]
             )

@@ -1,0 +1,146 @@
+"""Reading what a cluster serves over the tunnel's own SSH connection (no second login):
+its listening sockets and Jupyter's runtime files through SFTP (an exec channel where
+SFTP is refused), and a short HTTP probe of each new port for its page title. Every read
+is bounded in bytes, time and channels; the parsing is :mod:`..core.discovery`'s."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import posixpath
+from typing import cast
+
+import asyncssh
+
+from ..core import discovery
+from ..core.discovery import Found, Jupyter
+
+__all__ = ["PROBE_CHANNELS", "discover"]
+
+log = logging.getLogger(__name__)
+
+RUNTIME_DIR = ".local/share/jupyter/runtime"  # relative to the job user's home
+PROC_FILES = ("/proc/net/tcp", "/proc/net/tcp6")
+READ_TIMEOUT = 5.0
+PROBE_TIMEOUT = 2.0
+PROBE_CHANNELS = 3  # probes at once, beside the forwards' own channels
+MAX_PROBES = 8  # new ports probed per discovery; the rest next time
+
+
+async def _read_sftp(sftp: asyncssh.SFTPClient, path: str, limit: int) -> str | None:
+    try:
+        async with sftp.open(path, "rb") as f:
+            data = await f.read(limit)
+    except (asyncssh.SFTPError, OSError):
+        return None
+    # Opened "rb": bytes, whatever asyncssh's generic type says.
+    return cast(bytes, data).decode("utf-8", "replace")
+
+
+async def _proc_and_runtime(
+    conn: asyncssh.SSHClientConnection, runtime_dir: str
+) -> tuple[list[str], list[str]]:
+    """The texts of /proc/net/tcp(6) and of the Jupyter runtime files."""
+    try:
+        sftp = await conn.start_sftp_client()
+    except (asyncssh.Error, OSError) as exc:
+        log.debug("no SFTP (%s); reading the socket table through an exec channel", exc)
+        return await _proc_by_exec(conn), []
+    async with sftp:
+        tables = [
+            t
+            for t in [await _read_sftp(sftp, p, discovery.MAX_FILE_BYTES) for p in PROC_FILES]
+            if t is not None
+        ]
+        runtimes: list[str] = []
+        try:
+            names = await sftp.listdir(runtime_dir)
+        except (asyncssh.SFTPError, OSError):
+            names = []
+        wanted = sorted(
+            str(n)
+            for n in names
+            if str(n).endswith(".json") and str(n).startswith(("jpserver-", "nbserver-"))
+        )
+        for name in wanted[: discovery.MAX_RUNTIME_FILES]:
+            text = await _read_sftp(
+                sftp, posixpath.join(runtime_dir, name), discovery.MAX_RUNTIME_BYTES + 1
+            )
+            if text is not None:
+                runtimes.append(text)
+    return tables, runtimes
+
+
+async def _proc_by_exec(conn: asyncssh.SSHClientConnection) -> list[str]:
+    limit = discovery.MAX_FILE_BYTES
+    texts = []
+    for path in PROC_FILES:
+        try:
+            result = await conn.run(f"head -c {limit} {path}", check=False, timeout=READ_TIMEOUT)
+        except (asyncssh.Error, OSError, TimeoutError):
+            continue
+        out = result.stdout
+        if result.exit_status == 0 and out:
+            texts.append(out if isinstance(out, str) else out.decode("utf-8", "replace"))
+    return texts
+
+
+async def _title(conn: asyncssh.SSHClientConnection, port: int) -> str | None:
+    """What an HTTP GET / answers on the cluster's ``port``: its page title, "" for
+    HTTP without one, None when it is not HTTP (or says nothing in time)."""
+    writer: asyncssh.SSHWriter[bytes] | None = None
+    try:
+        async with asyncio.timeout(PROBE_TIMEOUT):
+            reader, writer = await conn.open_connection("127.0.0.1", port, encoding=None)
+            writer.write(b"GET / HTTP/1.0\r\nHost: localhost\r\nUser-Agent: jobtunnel\r\n\r\n")
+            data = b""
+            while len(data) < 65536:
+                chunk = await reader.read(65536 - len(data))
+                if not chunk:
+                    break
+                data += chunk
+                if b"</title" in data.lower():
+                    break
+    except (asyncssh.Error, OSError, TimeoutError):
+        data = b"" if writer is None else data  # refused: not HTTP
+    finally:
+        if writer is not None:
+            with contextlib.suppress(Exception):
+                writer.close()
+    return discovery.clean_title(data) if data else None
+
+
+async def discover(
+    conn: asyncssh.SSHClientConnection,
+    known: dict[int, Found] | None = None,
+    runtime_dir: str = RUNTIME_DIR,
+) -> tuple[dict[int, Found], discovery.Sockets]:
+    """Every service the cluster serves to loopback; ports in ``known`` keep what was
+    learnt of them (probed once), new ones are probed (at most :data:`MAX_PROBES`)."""
+    known = known or {}
+    async with asyncio.timeout(READ_TIMEOUT * 3):
+        tables, runtimes = await _proc_and_runtime(conn, runtime_dir)
+    sockets = discovery.Sockets()
+    for text in tables:
+        discovery.parse_proc_net_tcp(text, sockets)
+    jupyters: dict[int, Jupyter] = {}
+    for text in runtimes:
+        server = discovery.parse_jupyter_runtime(text)
+        if server is not None and server.port in sockets.ports:
+            jupyters[server.port] = server
+    found: dict[int, Found] = {}
+    new = [p for p in sorted(sockets.ports) if p not in known or p in jupyters]
+    gate = asyncio.Semaphore(PROBE_CHANNELS)
+
+    async def probe(port: int) -> None:
+        async with gate:
+            title = None if port in jupyters else await _title(conn, port)
+        found[port] = discovery.kind_of(port, jupyters, title)
+
+    interesting = [p for p in new if p >= 1024 or p in jupyters][:MAX_PROBES]
+    await asyncio.gather(*(probe(p) for p in interesting))
+    for port in sockets.ports:
+        if port not in found:
+            found[port] = known.get(port) or discovery.kind_of(port, jupyters, None)
+    return found, sockets

@@ -1,0 +1,107 @@
+"""Discovery over a real SSH connection to the suite's sshd: the socket table and
+Jupyter's runtime files read through SFTP, new ports probed for what they serve."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import asyncssh
+import pytest
+from jobtunnel.daemon.engine.discover import discover
+
+from tests.helpers.asyncrun import run
+from tests.helpers.services import http_server
+from tests.helpers.sshd import SshServer
+
+pytestmark = [pytest.mark.sshd, pytest.mark.timeout(60)]
+
+
+class _Titled(http.server.BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        body = b"<html><head><title>  STAR-CCM+\n server </title></head></html>"
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@contextmanager
+def titled_server() -> Iterator[int]:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Titled)
+    server.daemon_threads = True
+    import threading
+
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield int(server.server_address[1])
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+async def connect(sshd: SshServer) -> asyncssh.SSHClientConnection:
+    return await asyncssh.connect(
+        "127.0.0.1",
+        sshd.port,
+        username=sshd.user,
+        client_keys=[str(sshd.client_key)],
+        known_hosts=None,
+        config=[],
+    )
+
+
+def test_listening_ports_titles_and_a_jupyter_runtime_file(sshd: SshServer, tmp_path: Path) -> None:
+    runtime = tmp_path / "runtime"
+    runtime.mkdir()
+    with http_server() as plain, titled_server() as titled, socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        quiet = silent.getsockname()[1]
+        (runtime / "jpserver-4242.json").write_text(
+            json.dumps({"port": plain, "token": "abc123", "base_url": "/", "secure": False})
+        )
+        (runtime / "jpserver-bad.json").write_text("{not json")
+        (runtime / "other.json").write_text(json.dumps({"port": titled}))
+
+        async def main() -> None:
+            conn = await connect(sshd)
+            try:
+                found, sockets = await discover(conn, runtime_dir=str(runtime))
+            finally:
+                conn.close()
+            assert {plain, titled, quiet, sshd.port} <= sockets.ports
+            assert found[plain].kind == "jupyter" and found[plain].jupyter is not None
+            assert found[plain].jupyter.url(9999) == "http://localhost:9999/lab?token=abc123"
+            assert found[titled].kind == "http" and found[titled].title == "STAR-CCM+ server"
+            # Accepts and says nothing: not HTTP, known only as a port.
+            assert found[quiet].kind == "tcp"
+
+        run(main())
+
+
+def test_without_sftp_the_socket_table_comes_through_an_exec_channel(tmp_path: Path) -> None:
+    no_sftp = SshServer(tmp_path / "sshd", sftp=False)
+    no_sftp.start()
+    try:
+        with http_server() as plain:
+
+            async def main() -> None:
+                conn = await connect(no_sftp)
+                try:
+                    found, sockets = await discover(conn)
+                finally:
+                    conn.close()
+                assert plain in sockets.ports and found[plain].kind == "http"
+
+            run(main())
+    finally:
+        no_sftp.stop()
