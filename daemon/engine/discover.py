@@ -114,13 +114,13 @@ async def _title(conn: asyncssh.SSHClientConnection, port: int) -> str | None:
 async def discover(
     conn: asyncssh.SSHClientConnection,
     known: dict[int, Found] | None = None,
-    runtime_dir: str = RUNTIME_DIR,
+    runtime_dir: str | None = None,
 ) -> tuple[dict[int, Found], discovery.Sockets]:
     """Every service the cluster serves to loopback; ports in ``known`` keep what was
     learnt of them (probed once), new ones are probed (at most :data:`MAX_PROBES`)."""
     known = known or {}
     async with asyncio.timeout(READ_TIMEOUT * 3):
-        tables, runtimes = await _proc_and_runtime(conn, runtime_dir)
+        tables, runtimes = await _proc_and_runtime(conn, runtime_dir or RUNTIME_DIR)
     sockets = discovery.Sockets()
     for text in tables:
         discovery.parse_proc_net_tcp(text, sockets)

@@ -12,11 +12,13 @@ from pathlib import Path
 
 import asyncssh
 import pytest
+from jobtunnel.daemon.engine import discover as discover_module
 from jobtunnel.daemon.engine.discover import discover
 
 from tests.helpers.asyncrun import run
-from tests.helpers.services import http_server
+from tests.helpers.services import HTTP_BODY, http_get, http_server
 from tests.helpers.sshd import SshServer
+from tests.helpers.tunnels import fast_options, make_tunnel, running
 
 pytestmark = [pytest.mark.sshd, pytest.mark.timeout(60)]
 
@@ -105,3 +107,50 @@ def test_without_sftp_the_socket_table_comes_through_an_exec_channel(tmp_path: P
             run(main())
     finally:
         no_sftp.stop()
+
+
+def test_a_tunnel_forwards_jupyter_by_itself_offers_the_rest_and_says_no_service(
+    sshd: SshServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    runtime = tmp_path / "runtime"
+    runtime.mkdir()
+    monkeypatch.setattr(discover_module, "RUNTIME_DIR", str(runtime))
+    with http_server() as notebook, titled_server() as titled, socket.socket() as nothing:
+        nothing.bind(("127.0.0.1", 0))
+        dead = nothing.getsockname()[1]  # bound, never listening: nothing serves there
+        (runtime / "jpserver-1.json").write_text(
+            json.dumps({"port": notebook, "token": "t0k", "base_url": "/"})
+        )
+
+        async def main() -> None:
+            opts = fast_options(sshd, discover_interval=5)
+            t = make_tunnel(sshd, [f"0:127.0.0.1:{dead}"], tmp_path, options=opts)
+            async with running(t):
+                st = await t.wait_for(lambda st: any(s.port == notebook for s in st.services), 15)
+                jupyter = next(s for s in st.services if s.port == notebook)
+                assert jupyter.state == "forwarded" and jupyter.local_port is not None
+                assert jupyter.url == f"http://localhost:{jupyter.local_port}/lab?token=t0k"
+                assert HTTP_BODY in await http_get(jupyter.local_port)
+                star = next(s for s in st.services if s.port == titled)
+                assert (star.state, star.title, star.local_port) == (
+                    "offered",
+                    "STAR-CCM+ server",
+                    None,
+                )
+                assert st.forwards[0].no_service  # the configured forward: nothing there
+                await t.forward_port(titled)
+                st = t.status()
+                star = next(s for s in st.services if s.port == titled)
+                assert star.state == "forwarded" and star.local_port is not None
+
+                # A service that starts after the link is up, and one that stops.
+                with socket.socket() as late:
+                    late.bind(("127.0.0.1", 0))
+                    late.listen()
+                    t.look_now()
+                    port = late.getsockname()[1]
+                    await t.wait_for(lambda st: any(s.port == port for s in st.services), 15)
+                t.look_now()
+                await t.wait_for(lambda st: all(s.port != port for s in st.services), 15)
+
+        run(main())
