@@ -49,11 +49,23 @@ class Services:
         self.chosen: set[int] = set(chosen)
         self._looked = False  # a socket table has been read: "no service" can be said
         self._wake = asyncio.Event()
+        self._looked_now = asyncio.Event()  # set after each look
 
     # -- what the user asks --------------------------------------------------------------
 
     def look_now(self) -> None:
         self._wake.set()
+
+    async def look(self, timeout: float) -> bool:
+        """Look now and wait for that look to end; False if it did not within ``timeout``
+        (the link is down, or discovery is off)."""
+        self._looked_now.clear()
+        self._wake.set()
+        try:
+            await asyncio.wait_for(self._looked_now.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
 
     async def forward(self, port: int) -> None:
         """Forward the cluster's ``port`` now (found or not yet), and at every start."""
@@ -82,6 +94,7 @@ class Services:
                     )
                 if await self._update(found):
                     changed()
+            self._looked_now.set()
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), interval)

@@ -213,6 +213,10 @@ class Tunnel:
         """Look at what the cluster serves now rather than at the next interval."""
         self._services.look_now()
 
+    async def look(self, timeout: float = 10.0) -> bool:
+        """Look at what the cluster serves now and wait until that is done."""
+        return await self._services.look(timeout)
+
     async def forward_port(self, port: int) -> None:
         """Forward the cluster's ``port`` (a service discovery offered, or any port)."""
         await self._services.forward(port)
