@@ -154,15 +154,19 @@ class Found:
     kind: str  # "jupyter", "http", or "tcp" (nothing more is known)
     title: str | None = None  # an HTTP page's <title>, cleaned
     jupyter: Jupyter | None = None
+    probed: bool = True  # False: found, not yet asked what it is
 
 
-def kind_of(port: int, jupyters: dict[int, Jupyter], http_title: str | None) -> Found:
-    """What the port is: a Jupyter server its runtime file names, else what it answered."""
+def kind_of(
+    port: int, jupyters: dict[int, Jupyter], http_title: str | None, probed: bool = True
+) -> Found:
+    """What the port is: a Jupyter server its runtime file names, else what it answered
+    (``probed`` False: nothing asked yet)."""
     if port in jupyters:
         return Found(port, "jupyter", http_title, jupyters[port])
     if http_title is not None:
         return Found(port, "http", http_title or None)
-    return Found(port, "tcp")
+    return Found(port, "tcp", probed=probed)
 
 
 def clean_title(raw: bytes) -> str | None:

@@ -16,7 +16,7 @@ import asyncssh
 from ..core import discovery
 from ..core.discovery import Found, Jupyter
 
-__all__ = ["PROBE_CHANNELS", "discover"]
+__all__ = ["PROBE_CHANNELS", "discover", "probe"]
 
 log = logging.getLogger(__name__)
 
@@ -116,8 +116,9 @@ async def discover(
     known: dict[int, Found] | None = None,
     runtime_dir: str | None = None,
 ) -> tuple[dict[int, Found], discovery.Sockets]:
-    """Every service the cluster serves to loopback; ports in ``known`` keep what was
-    learnt of them (probed once), new ones are probed (at most :data:`MAX_PROBES`)."""
+    """Every service the cluster serves to loopback, read at once (no probe yet): ports
+    in ``known`` keep what was learnt of them; new ones are ``probed=False`` until
+    :func:`probe` has asked them."""
     known = known or {}
     async with asyncio.timeout(READ_TIMEOUT * 3):
         tables, runtimes = await _proc_and_runtime(conn, runtime_dir or RUNTIME_DIR)
@@ -130,17 +131,27 @@ async def discover(
         if server is not None and server.port in sockets.ports:
             jupyters[server.port] = server
     found: dict[int, Found] = {}
-    new = [p for p in sorted(sockets.ports) if p not in known or p in jupyters]
-    gate = asyncio.Semaphore(PROBE_CHANNELS)
-
-    async def probe(port: int) -> None:
-        async with gate:
-            title = None if port in jupyters else await _title(conn, port)
-        found[port] = discovery.kind_of(port, jupyters, title)
-
-    interesting = [p for p in new if p >= 1024 or p in jupyters][:MAX_PROBES]
-    await asyncio.gather(*(probe(p) for p in interesting))
     for port in sockets.ports:
-        if port not in found:
-            found[port] = known.get(port) or discovery.kind_of(port, jupyters, None)
+        before = known.get(port)
+        if port in jupyters or before is None or before.kind == "jupyter":
+            found[port] = discovery.kind_of(port, jupyters, None, probed=False)
+        else:
+            found[port] = before
     return found, sockets
+
+
+async def probe(conn: asyncssh.SSHClientConnection, found: dict[int, Found]) -> dict[int, Found]:
+    """Ask the ports not yet asked what they are (an HTTP GET for its title): at most
+    :data:`MAX_PROBES` per call over :data:`PROBE_CHANNELS` channels; the rest wait for
+    the next call. The system's own ports (below 1024) are not asked."""
+    todo = [p for p, f in sorted(found.items()) if not f.probed and p >= 1024][:MAX_PROBES]
+    gate = asyncio.Semaphore(PROBE_CHANNELS)
+    learnt: dict[int, Found] = {}
+
+    async def one(port: int) -> None:
+        async with gate:
+            title = await _title(conn, port)
+        learnt[port] = discovery.kind_of(port, {}, title)
+
+    await asyncio.gather(*(one(p) for p in todo))
+    return learnt

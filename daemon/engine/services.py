@@ -16,7 +16,7 @@ import asyncssh
 from ..core import discovery
 from ..core.discovery import Found
 from ..core.forward import parse_forward
-from .discover import discover
+from .discover import discover, probe
 from .listen import ClientHandler, Forward, Listeners
 from .options import ForwardStatus, ServiceStatus, TunnelOptions
 
@@ -92,7 +92,15 @@ class Services:
                         sockets.odd_lines,
                         f", only {discovery.MAX_SOCKETS} ports kept" if sockets.truncated else "",
                     )
+                # Shown at once; what each new port is comes after (a probe can take seconds).
                 if await self._update(found):
+                    changed()
+                try:
+                    learnt = await probe(conn, self.found)
+                except (asyncssh.Error, OSError) as exc:
+                    log.debug("%s: probing the new ports failed: %s", self._name, exc)
+                    learnt = {}
+                if learnt and await self._update(self.found | learnt):
                     changed()
             self._looked_now.set()
             self._wake.clear()
@@ -102,7 +110,7 @@ class Services:
     async def _update(self, found: dict[int, Found]) -> bool:
         new = sorted(set(found) - set(self.found))
         gone = set(self.found) - set(found)
-        before = (set(self.found), set(self.gone))
+        before = (dict(self.found), set(self.gone))
         self.gone = (self.gone | gone) - set(found)
         self.found = found
         self._looked = True
@@ -115,7 +123,7 @@ class Services:
         added = False
         for port in todo.forward:
             added |= await self._add(port)
-        return added or before != (set(self.found), set(self.gone))
+        return added or before != (self.found, self.gone)
 
     async def _add(self, port: int) -> bool:
         spec = parse_forward(str(port))  # localhost:PORT on the cluster, same port here

@@ -12,15 +12,16 @@ from pathlib import Path
 
 import asyncssh
 import pytest
+from jobtunnel.daemon.core.discovery import Found
 from jobtunnel.daemon.engine import discover as discover_module
-from jobtunnel.daemon.engine.discover import discover
+from jobtunnel.daemon.engine.discover import discover, probe
 
 from tests.helpers.asyncrun import run
 from tests.helpers.services import HTTP_BODY, http_get, http_server
 from tests.helpers.sshd import SshServer
 from tests.helpers.tunnels import fast_options, make_tunnel, running
 
-pytestmark = [pytest.mark.sshd, pytest.mark.timeout(60)]
+pytestmark = [pytest.mark.sshd, pytest.mark.timeout(180)]
 
 
 class _Titled(http.server.BaseHTTPRequestHandler):
@@ -48,6 +49,18 @@ def titled_server() -> Iterator[int]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+async def probe_all(
+    conn: asyncssh.SSHClientConnection, found: dict[int, Found]
+) -> dict[int, Found]:
+    """Probe until every port was asked (this machine may listen on many)."""
+    for _ in range(200):  # 8 a call: up to 1600 ports
+        learnt = await probe(conn, found)
+        if not learnt:
+            break
+        found = found | learnt
+    return found
 
 
 async def connect(sshd: SshServer) -> asyncssh.SSHClientConnection:
@@ -78,6 +91,8 @@ def test_listening_ports_titles_and_a_jupyter_runtime_file(sshd: SshServer, tmp_
             conn = await connect(sshd)
             try:
                 found, sockets = await discover(conn, runtime_dir=str(runtime))
+                assert not found[titled].probed  # shown before anyone asked it
+                found = await probe_all(conn, found)
             finally:
                 conn.close()
             assert {plain, titled, quiet, sshd.port} <= sockets.ports
@@ -100,6 +115,7 @@ def test_without_sftp_the_socket_table_comes_through_an_exec_channel(tmp_path: P
                 conn = await connect(no_sftp)
                 try:
                     found, sockets = await discover(conn)
+                    found = await probe_all(conn, found)
                 finally:
                     conn.close()
                 assert plain in sockets.ports and found[plain].kind == "http"
@@ -123,7 +139,7 @@ def test_a_tunnel_forwards_jupyter_by_itself_offers_the_rest_and_says_no_service
         )
 
         async def main() -> None:
-            opts = fast_options(sshd, discover_interval=5)
+            opts = fast_options(sshd, discover_interval=5)  # the shortest allowed
             t = make_tunnel(sshd, [f"0:127.0.0.1:{dead}"], tmp_path, options=opts)
             async with running(t):
                 st = await t.wait_for(lambda st: any(s.port == notebook for s in st.services), 15)
@@ -131,6 +147,10 @@ def test_a_tunnel_forwards_jupyter_by_itself_offers_the_rest_and_says_no_service
                 assert jupyter.state == "forwarded" and jupyter.local_port is not None
                 assert jupyter.url == f"http://localhost:{jupyter.local_port}/lab?token=t0k"
                 assert HTTP_BODY in await http_get(jupyter.local_port)
+                # Titles come from probes, 8 ports a look: this machine may listen on many.
+                st = await t.wait_for(
+                    lambda st: any(s.port == titled and s.title for s in st.services), 120
+                )
                 star = next(s for s in st.services if s.port == titled)
                 assert (star.state, star.title, star.local_port) == (
                     "offered",
@@ -153,4 +173,4 @@ def test_a_tunnel_forwards_jupyter_by_itself_offers_the_rest_and_says_no_service
                 t.look_now()
                 await t.wait_for(lambda st: all(s.port != port for s in st.services), 15)
 
-        run(main())
+        run(main(), 170)

@@ -1,0 +1,163 @@
+"""Service discovery: how soon a service that starts on a cluster is forwarded (an
+automatic kind) or offered, and what looking costs while nothing happens.
+
+Against the suite's real sshd on loopback (its "cluster" is this machine: every port a
+service opens here is one the sshd reaches). VS Code's Remote-SSH, the one peer that
+discovers ports, does it with a server of its own on the remote side; nothing comparable
+runs here, so the figures stand alone, against their goals:
+
+- a new service -> forwarded or offered: median <= one discovery interval + 1 s;
+- idle cost with 20 clusters: <= 0.1 CPU-s per minute (bytes per minute printed too).
+
+    python benchmarks/discovery.py            # 5 repeats at a 5 s interval; 20 tunnels idle 60 s
+    python benchmarks/discovery.py --quick    # a harness check
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import socket
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
+
+from jobtunnel.daemon.core.forward import parse_forward
+from jobtunnel.daemon.engine.hostkeys import HostKeyStore
+from jobtunnel.daemon.engine.tunnel import Tunnel
+
+from tests.helpers.sshd import SshServer
+from tests.helpers.tunnels import fast_options, running
+
+
+class CountingRelay:
+    """A TCP relay in front of the sshd that counts the bytes of every connection."""
+
+    def __init__(self, target: int) -> None:
+        self.target = target
+        self.bytes = 0
+        self.port = 0
+        self._server: asyncio.Server | None = None
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = int(self._server.sockets[0].getsockname()[1])
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target)
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            try:
+                while data := await src.read(65536):
+                    self.bytes += len(data)
+                    dst.write(data)
+                    await dst.drain()
+            except OSError:
+                pass
+            finally:
+                dst.close()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+    def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+
+
+def tunnel(sshd: SshServer, port: int, tmp: Path, interval: float) -> Tunnel:
+    return Tunnel(
+        sshd.user,
+        "127.0.0.1",
+        port,
+        [parse_forward("0:127.0.0.1:9")],
+        fast_options(sshd, discover_interval=interval),
+        host_keys=HostKeyStore(tmp / "known_hosts"),
+    )
+
+
+async def time_to_forward(sshd: SshServer, tmp: Path, interval: float, repeats: int) -> list[float]:
+    """Seconds from a Jupyter-like HTTP listener opening to it being offered."""
+    times = []
+    async with running(tunnel(sshd, sshd.port, tmp, interval)) as t:
+        await asyncio.sleep(1.0)  # the first look is done
+        for _ in range(repeats):
+            with socket.socket() as listener:
+                listener.bind(("127.0.0.1", 0))
+                listener.listen()
+                port = listener.getsockname()[1]
+                started = time.monotonic()
+                while not any(s.port == port for s in t.status().services):
+                    if time.monotonic() - started > interval * 3 + 10:
+                        raise TimeoutError(f"port {port} not found")
+                    await asyncio.sleep(0.02)
+                times.append(time.monotonic() - started)
+            await asyncio.sleep(interval * 0.37)  # start at another point of the interval
+    return times
+
+
+async def idle_cost(
+    sshd: SshServer, tmp: Path, clusters: int, seconds: float, interval: float
+) -> tuple[float, float]:
+    """CPU seconds and bytes per minute of this process with ``clusters`` tunnels idle."""
+    relay = CountingRelay(sshd.port)
+    await relay.start()
+    tunnels = [tunnel(sshd, relay.port, tmp, interval) for _ in range(clusters)]
+    try:
+        for t in tunnels:
+            await t.start()
+        for t in tunnels:
+            await t.wait_for(lambda st: st.state == "up", 30)
+        await asyncio.sleep(2.0)  # first looks and logins done
+        cpu, sent = time.process_time(), relay.bytes
+        await asyncio.sleep(seconds)
+        cpu, sent = time.process_time() - cpu, relay.bytes - sent
+    finally:
+        for t in tunnels:
+            await t.end()
+        relay.close()
+    return cpu * 60 / seconds, sent * 60 / seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="a harness check: fewer, shorter")
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    args = parser.parse_args()
+    repeats, clusters, idle, interval = (2, 3, 10.0, 5.0) if args.quick else (5, 20, 60.0, 5.0)
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        sshd = SshServer(tmp / "sshd")
+        sshd.start()
+        try:
+            print(f"a new service at a {interval:g} s discovery interval, {repeats} repeats…")
+            times = asyncio.run(time_to_forward(sshd, tmp, interval, repeats))
+            print(f"{clusters} tunnels idle for {idle:g} s at the default 30 s interval…")
+            cpu, per_minute = asyncio.run(idle_cost(sshd, tmp, clusters, idle, 30.0))
+        finally:
+            sshd.stop()
+    median = statistics.median(times)
+    goal = interval + 1.0
+    print()
+    print(f"{'measure':44} {'jobtunnel':>12} {'goal':>10} {'ratio':>7}")
+    print(f"{'new service -> offered, median (s)':44} {median:12.2f} {goal:10.2f} "
+          f"{median / goal:7.2f}")  # fmt: skip
+    print(f"{'idle, ' + str(clusters) + ' clusters (CPU-s/min)':44} {cpu:12.3f} {0.1:10.2f} "
+          f"{cpu / 0.1:7.2f}")  # fmt: skip
+    print(f"{'idle, ' + str(clusters) + ' clusters (bytes/min over SSH)':44} {per_minute:12.0f}")
+    print(f"(each of {repeats}: {', '.join(f'{t:.2f}' for t in times)} s)")
+    if args.json:
+        args.json.write_text(
+            json.dumps(
+                {"median_s": median, "times": times, "idle_cpu_s_per_min": cpu,
+                 "idle_bytes_per_min": per_minute, "clusters": clusters}
+            )
+        )  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
