@@ -16,7 +16,7 @@ import asyncssh
 from ..core import discovery
 from ..core.discovery import Found, Jupyter
 
-__all__ = ["PROBE_CHANNELS", "discover", "probe"]
+__all__ = ["PROBE_CHANNELS", "ClusterFiles", "discover", "probe"]
 
 log = logging.getLogger(__name__)
 
@@ -38,37 +38,64 @@ async def _read_sftp(sftp: asyncssh.SFTPClient, path: str, limit: int) -> str | 
     return cast(bytes, data).decode("utf-8", "replace")
 
 
-async def _proc_and_runtime(
-    conn: asyncssh.SSHClientConnection, runtime_dir: str
-) -> tuple[list[str], list[str]]:
-    """The texts of /proc/net/tcp(6) and of the Jupyter runtime files."""
-    try:
-        sftp = await conn.start_sftp_client()
-    except (asyncssh.Error, OSError) as exc:
-        log.debug("no SFTP (%s); reading the socket table through an exec channel", exc)
-        return await _proc_by_exec(conn), []
-    async with sftp:
-        tables = [
-            t
-            for t in [await _read_sftp(sftp, p, discovery.MAX_FILE_BYTES) for p in PROC_FILES]
-            if t is not None
-        ]
-        runtimes: list[str] = []
+class ClusterFiles:
+    """The cluster's files over one SFTP session kept for the link's life (a session a
+    look would cost a round trip and a server process each time); an exec channel for
+    the socket table where SFTP is refused."""
+
+    def __init__(self, conn: asyncssh.SSHClientConnection) -> None:
+        self.conn = conn
+        self._sftp: asyncssh.SFTPClient | None = None
+        self._refused = False
+
+    async def _client(self) -> asyncssh.SFTPClient | None:
+        if self._sftp is None and not self._refused:
+            try:
+                self._sftp = await self.conn.start_sftp_client()
+            except (asyncssh.Error, OSError) as exc:
+                log.debug("no SFTP (%s); the socket table comes through exec", exc)
+                self._refused = True
+        return self._sftp
+
+    async def read(self, runtime_dir: str) -> tuple[list[str], list[str]]:
+        """The texts of /proc/net/tcp(6) and of the Jupyter runtime files."""
+        sftp = await self._client()
+        if sftp is None:
+            return await _proc_by_exec(self.conn), []
         try:
-            names = await sftp.listdir(runtime_dir)
-        except (asyncssh.SFTPError, OSError):
-            names = []
-        wanted = sorted(
-            str(n)
-            for n in names
-            if str(n).endswith(".json") and str(n).startswith(("jpserver-", "nbserver-"))
+            return await _read_all(sftp, runtime_dir)
+        except (asyncssh.Error, OSError):
+            self.close()  # a session that broke: a new one next time
+            raise
+
+    def close(self) -> None:
+        if self._sftp is not None:
+            self._sftp.exit()
+            self._sftp = None
+
+
+async def _read_all(sftp: asyncssh.SFTPClient, runtime_dir: str) -> tuple[list[str], list[str]]:
+    tables = [
+        t
+        for t in [await _read_sftp(sftp, p, discovery.MAX_FILE_BYTES) for p in PROC_FILES]
+        if t is not None
+    ]
+    runtimes: list[str] = []
+    try:
+        names = await sftp.listdir(runtime_dir)
+    except (asyncssh.SFTPError, OSError):
+        names = []
+    wanted = sorted(
+        str(n)
+        for n in names
+        if str(n).endswith(".json") and str(n).startswith(("jpserver-", "nbserver-"))
+    )
+    for name in wanted[: discovery.MAX_RUNTIME_FILES]:
+        text = await _read_sftp(
+            sftp, posixpath.join(runtime_dir, name), discovery.MAX_RUNTIME_BYTES + 1
         )
-        for name in wanted[: discovery.MAX_RUNTIME_FILES]:
-            text = await _read_sftp(
-                sftp, posixpath.join(runtime_dir, name), discovery.MAX_RUNTIME_BYTES + 1
-            )
-            if text is not None:
-                runtimes.append(text)
+        if text is not None:
+            runtimes.append(text)
     return tables, runtimes
 
 
@@ -112,7 +139,7 @@ async def _title(conn: asyncssh.SSHClientConnection, port: int) -> str | None:
 
 
 async def discover(
-    conn: asyncssh.SSHClientConnection,
+    files: ClusterFiles | asyncssh.SSHClientConnection,
     known: dict[int, Found] | None = None,
     runtime_dir: str | None = None,
 ) -> tuple[dict[int, Found], discovery.Sockets]:
@@ -120,8 +147,14 @@ async def discover(
     in ``known`` keep what was learnt of them; new ones are ``probed=False`` until
     :func:`probe` has asked them."""
     known = known or {}
-    async with asyncio.timeout(READ_TIMEOUT * 3):
-        tables, runtimes = await _proc_and_runtime(conn, runtime_dir or RUNTIME_DIR)
+    once = not isinstance(files, ClusterFiles)
+    reader = ClusterFiles(files) if not isinstance(files, ClusterFiles) else files
+    try:
+        async with asyncio.timeout(READ_TIMEOUT * 3):
+            tables, runtimes = await reader.read(runtime_dir or RUNTIME_DIR)
+    finally:
+        if once:
+            reader.close()
     sockets = discovery.Sockets()
     for text in tables:
         discovery.parse_proc_net_tcp(text, sockets)

@@ -16,7 +16,7 @@ import asyncssh
 from ..core import discovery
 from ..core.discovery import Found
 from ..core.forward import parse_forward
-from .discover import discover, probe
+from .discover import ClusterFiles, discover, probe
 from .listen import ClientHandler, Forward, Listeners
 from .options import ForwardStatus, ServiceStatus, TunnelOptions
 
@@ -79,9 +79,22 @@ class Services:
         interval = self._options.discover_interval
         for port in sorted(self.chosen):
             await self._add(port)
+        files = ClusterFiles(conn)
+        try:
+            await self._loop(conn, files, interval, changed)
+        finally:
+            files.close()
+
+    async def _loop(
+        self,
+        conn: asyncssh.SSHClientConnection,
+        files: ClusterFiles,
+        interval: float,
+        changed: Callable[[], None],
+    ) -> None:
         while interval > 0:
             try:
-                found, sockets = await discover(conn, self.found)
+                found, sockets = await discover(files, self.found)
             except (asyncssh.Error, OSError, TimeoutError) as exc:
                 log.info("%s: cannot look at the cluster's services: %s", self._name, exc)
             else:
