@@ -1,8 +1,9 @@
 """Service discovery: how soon a service that starts on a cluster is forwarded (an
 automatic kind) or offered, and what looking costs while nothing happens.
 
-Against the suite's real sshd on loopback (its "cluster" is this machine: every port a
-service opens here is one the sshd reaches). VS Code's Remote-SSH, the one peer that
+Against the suite's real sshd in a network namespace of its own (the cluster: its
+listening sockets are its own, not this busy machine's), reached over a veth pair through
+a relay that counts the bytes. VS Code's Remote-SSH, the one peer that
 discovers ports, does it with a server of its own on the remote side; nothing comparable
 runs here, so the figures stand alone, against their goals:
 
@@ -19,8 +20,8 @@ import argparse
 import asyncio
 import contextlib
 import json
-import socket
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -32,6 +33,7 @@ from jobtunnel.daemon.core.forward import parse_forward
 from jobtunnel.daemon.engine.hostkeys import HostKeyStore
 from jobtunnel.daemon.engine.tunnel import Tunnel
 
+from tests.helpers.netns import Netns, namespace
 from tests.helpers.sshd import SshServer
 from tests.helpers.tunnels import fast_options, running
 
@@ -39,7 +41,8 @@ from tests.helpers.tunnels import fast_options, running
 class CountingRelay:
     """A TCP relay in front of the sshd that counts the bytes of every connection."""
 
-    def __init__(self, target: int) -> None:
+    def __init__(self, host: str, target: int) -> None:
+        self.host = host
         self.target = target
         self.bytes = 0
         self.port = 0
@@ -54,7 +57,7 @@ class CountingRelay:
             await self._relay(reader, writer)
 
     async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target)
+        up_reader, up_writer = await asyncio.open_connection(self.host, self.target)
 
         async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
             try:
@@ -74,10 +77,10 @@ class CountingRelay:
             self._server.close()
 
 
-def tunnel(sshd: SshServer, port: int, tmp: Path, interval: float) -> Tunnel:
+def tunnel(sshd: SshServer, host: str, port: int, tmp: Path, interval: float) -> Tunnel:
     return Tunnel(
         sshd.user,
-        "127.0.0.1",
+        host,
         port,
         [parse_forward("0:127.0.0.1:9")],
         # The default keepalive (5 s), so that the idle figures are a user's.
@@ -86,33 +89,40 @@ def tunnel(sshd: SshServer, port: int, tmp: Path, interval: float) -> Tunnel:
     )
 
 
-async def time_to_forward(sshd: SshServer, tmp: Path, interval: float, repeats: int) -> list[float]:
-    """Seconds from a Jupyter-like HTTP listener opening to it being offered."""
+LISTEN = "import socket, time; s = socket.create_server(('127.0.0.1', {port})); time.sleep(600)"
+
+
+async def time_to_forward(
+    ns: Netns, sshd: SshServer, tmp: Path, interval: float, repeats: int
+) -> list[float]:
+    """Seconds from a listener opening on the cluster to it being offered."""
     times = []
-    async with running(tunnel(sshd, sshd.port, tmp, interval)) as t:
+    async with running(tunnel(sshd, ns.ns_ip, sshd.port, tmp, interval)) as t:
         await asyncio.sleep(1.0)  # the first look is done
-        for _ in range(repeats):
-            with socket.socket() as listener:
-                listener.bind(("127.0.0.1", 0))
-                listener.listen()
-                port = listener.getsockname()[1]
+        for n in range(repeats):
+            port = 20000 + n
+            listener = subprocess.Popen(ns.wrap([sys.executable, "-c", LISTEN.format(port=port)]))
+            try:
                 started = time.monotonic()
                 while not any(s.port == port for s in t.status().services):
                     if time.monotonic() - started > interval * 3 + 10:
                         raise TimeoutError(f"port {port} not found")
                     await asyncio.sleep(0.02)
                 times.append(time.monotonic() - started)
+            finally:
+                listener.kill()
+                listener.wait()
             await asyncio.sleep(interval * 0.37)  # start at another point of the interval
     return times
 
 
 async def idle_cost(
-    sshd: SshServer, tmp: Path, clusters: int, seconds: float, interval: float
+    ns: Netns, sshd: SshServer, tmp: Path, clusters: int, seconds: float, interval: float
 ) -> tuple[float, float]:
     """CPU seconds and bytes per minute of this process with ``clusters`` tunnels idle."""
-    relay = CountingRelay(sshd.port)
+    relay = CountingRelay(ns.ns_ip, sshd.port)
     await relay.start()
-    tunnels = [tunnel(sshd, relay.port, tmp, interval) for _ in range(clusters)]
+    tunnels = [tunnel(sshd, "127.0.0.1", relay.port, tmp, interval) for _ in range(clusters)]
     try:
         for t in tunnels:
             await t.start()
@@ -135,16 +145,16 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
     repeats, clusters, idle, interval = (2, 3, 10.0, 5.0) if args.quick else (5, 20, 60.0, 5.0)
-    with tempfile.TemporaryDirectory() as tmp_name:
+    with tempfile.TemporaryDirectory() as tmp_name, namespace() as ns:
         tmp = Path(tmp_name)
-        sshd = SshServer(tmp / "sshd")
+        sshd = SshServer(tmp / "sshd", listen=ns.ns_ip, wrapper=ns.wrap())
         sshd.start()
         try:
             print(f"a new service at a {interval:g} s discovery interval, {repeats} repeats…")
-            times = asyncio.run(time_to_forward(sshd, tmp, interval, repeats))
+            times = asyncio.run(time_to_forward(ns, sshd, tmp, interval, repeats))
             print(f"{clusters} tunnels idle for {idle:g} s, discovery off, then every 30 s…")
-            base_cpu, base_bytes = asyncio.run(idle_cost(sshd, tmp, clusters, idle, 0.0))
-            all_cpu, all_bytes = asyncio.run(idle_cost(sshd, tmp, clusters, idle, 30.0))
+            base_cpu, base_bytes = asyncio.run(idle_cost(ns, sshd, tmp, clusters, idle, 0.0))
+            all_cpu, all_bytes = asyncio.run(idle_cost(ns, sshd, tmp, clusters, idle, 30.0))
             # Discovery's own share: what it adds to idle tunnels (keepalives and all).
             cpu, per_minute = max(0.0, all_cpu - base_cpu), max(0.0, all_bytes - base_bytes)
         finally:
