@@ -87,6 +87,18 @@ def _each(check: Callable[[Any], object]) -> Check:
     return run
 
 
+def _discover_interval(value: float) -> str | None:
+    return None if value == 0 or 5 <= value <= MAX_SECONDS else "must be 0 (off) or >= 5 seconds"
+
+
+SERVICE_KINDS = ("jupyter", "http", "tcp")
+
+
+def _service_kinds(values: list[str]) -> str | None:
+    unknown = [v for v in values if v not in SERVICE_KINDS]
+    return f"unknown kind(s) {unknown}; known: {', '.join(SERVICE_KINDS)}" if unknown else None
+
+
 def _nonempty_strings(values: list[str]) -> str | None:
     if not all(v.strip() for v in values):
         return "must be non-empty strings"
@@ -282,6 +294,20 @@ class TunnelsConfig:
         "New endpoints connected automatically in any minute; more wait as pending.",
         int,
         _between(0, 100000),
+    )
+    discover_interval: float = _key(
+        30,
+        "Seconds between looks at what a cluster serves (its listening ports, Jupyter's "
+        "runtime files), over the tunnel's own connection; 0 turns discovery off.",
+        (int, float),
+        _discover_interval,
+    )
+    auto_forward: list[str] = _key(
+        ["jupyter"],
+        'Kinds of discovered services forwarded by themselves ("jupyter", "http", "tcp"); '
+        "others are offered in the tray and by `jobtunnel forward NAME PORT`.",
+        list,
+        _service_kinds,
     )
 
 

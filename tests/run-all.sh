@@ -42,6 +42,6 @@ echo "==> import contracts (pyproject: [tool.importlinter])"
 echo "==> mypy"
 (cd build/typecheck && "../../$VENV/bin/mypy" --config-file ../../pyproject.toml \
     -p jobtunnel.daemon -p jobtunnel.tray)
-"$VENV/bin/mypy" --config-file pyproject.toml --explicit-package-bases benchmarks
+MYPYPATH=build/typecheck "$VENV/bin/mypy" --config-file pyproject.toml --explicit-package-bases benchmarks
 echo "==> pytest"
 exec "$VENV/bin/python" -m pytest "$@"

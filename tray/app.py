@@ -193,6 +193,8 @@ class TrayApp:
             # With the fingerprint the user was shown, the daemon pins exactly that key.
             args = {"name": a[0]} | ({"fingerprint": a[1]} if len(a) > 1 else {})
             self.request(Command.TRUST, **args)
+        elif kind is TrayAction.FORWARD:
+            self.request(Command.FORWARD, name=a[0], port=int(a[1]))
         elif kind is TrayAction.PAUSE_ALL:
             self.request(Command.PAUSE)
         elif kind is TrayAction.RESUME_ALL:

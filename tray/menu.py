@@ -23,6 +23,7 @@ from jobtunnel.daemon.api.schema import (
     ForwardState,
     ForwardView,
     MoveView,
+    ServiceState,
     SourceKind,
     SourceView,
     StatusSnapshot,
@@ -156,7 +157,9 @@ def forward_text(fwd: ForwardView) -> str:
         remote = str(rport) if not rhost or rhost in LOOPBACK else f"{rhost}:{rport}"
         head = f"{local} -> {remote}"
     words = fwd.state.value
-    if fwd.state is ForwardState.HELD:
+    if fwd.no_service:
+        words = "no service (nothing listens there on the cluster)"
+    elif fwd.state is ForwardState.HELD:
         words = "waiting for the link"
     elif fwd.state is ForwardState.ERROR and fwd.error:
         words = f"error: {fwd.error}"
@@ -181,6 +184,9 @@ def forward_url(ep: EndpointView, fwd: ForwardView) -> str | None:
     if fwd.dynamic or port is None:
         return None
     rport = fwd.remote_port
+    found = next((s for s in ep.services if s.port == rport and s.url), None)
+    if found is not None and found.url is not None:
+        return found.url  # discovery knows the scheme, the path and the token
     if rport == JUPYTER_PORT and ep.notebook_url:
         return notebook_on_tunnel(ep.notebook_url, port)
     scheme = "https" if rport in TLS_PORTS else "http"
@@ -278,6 +284,15 @@ def _endpoint_items(ep: EndpointView, ctx: MenuContext) -> list[Item]:
         )
     if waiting:
         items.append(Item("    Connect", Action(TrayAction.CONNECT, (name,))))
+    for service in ep.services:
+        if service.state is ServiceState.OFFERED:
+            what = f"{service.port} ({service.title})" if service.title else str(service.port)
+            items.append(
+                Item(
+                    clip(f"    Forward {what}"),
+                    Action(TrayAction.FORWARD, (name, str(service.port))),
+                )
+            )
     for fwd in ep.forwards:
         url = forward_url(ep, fwd)
         text = clip("    " + forward_text(fwd))

@@ -22,6 +22,7 @@ from jobtunnel.daemon.api.schema import (
     Decision,
     EndpointView,
     ErrorKind,
+    ServiceState,
     SourceKind,
     StatusSnapshot,
     TunnelState,
@@ -66,6 +67,7 @@ class NoticePolicy:
         self._told_down: set[str] = set()
         self._host_key_errors: dict[str, str] = {}
         self._moves: dict[str, tuple[str, int]] = {}
+        self._services: dict[str, set[int]] = {}  # endpoint -> cluster ports seen serving
         self._last: dict[tuple[str, str], float] = {}
         self._sent: deque[float] = deque()
 
@@ -89,6 +91,7 @@ class NoticePolicy:
                 notices.append(Notice("new", "New cluster", text, name))
             notices += self._host_key(ep, label)
             notices += self._move(ep, label)
+            notices += self._new_services(ep, label)
             error = ep.last_error
             if ep.state in DOWN and ep.action is Decision.ACTIVE:
                 since = self._down_since.setdefault(name, now)
@@ -122,6 +125,30 @@ class NoticePolicy:
             return []
         self._host_key_errors[ep.name] = words
         return [Notice("host_key", f"{label}: host key changed", words, ep.name)]
+
+    def _new_services(self, ep: EndpointView, label: str) -> list[Notice]:
+        """A service that starts on a cluster after its first look (not those found
+        then: a cluster full of them at start is one menu, not a burst of notices)."""
+        now_serving = {s.port for s in ep.services if s.state is not ServiceState.GONE}
+        before = self._services.get(ep.name)
+        if now_serving or before is not None:  # empty until the first look (sshd is found)
+            self._services[ep.name] = now_serving
+        if before is None:
+            return []
+        notices = []
+        for s in ep.services:
+            if s.port in now_serving - before:
+                what = s.title or s.kind
+                how = (
+                    f"forwarded on localhost:{s.local_port}"
+                    if s.state is ServiceState.FORWARDED
+                    else "Forward it from the menu"
+                )
+                notices.append(
+                    Notice("service", f"{label}: new service", f"{what} on port {s.port}; {how}",
+                           ep.name)
+                )  # fmt: skip
+        return notices
 
     def _move(self, ep: EndpointView, label: str) -> list[Notice]:
         """A newer address reported for a job, once per address."""

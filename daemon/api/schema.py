@@ -41,6 +41,8 @@ __all__ = [
     "ForwardView",
     "MoveView",
     "SchemaError",
+    "ServiceState",
+    "ServiceView",
     "SourceKind",
     "SourceView",
     "StatusSnapshot",
@@ -116,6 +118,8 @@ class Command(enum.StrEnum):
     RESUME = "resume"
     STOP = "stop"
     SWITCH = "switch"
+    FORWARD = "forward"
+    SERVICES = "services"
 
 
 class EventName(enum.StrEnum):
@@ -135,6 +139,7 @@ class TrayAction(enum.StrEnum):
     FORGET = "forget"  # (name,)
     TRUST = "trust"  # (name,) or (name, fingerprint)
     SWITCH = "switch"  # (name,)
+    FORWARD = "forward"  # (name, port): forward a service discovery offered
     OPEN_FOLDER = "open_folder"  # (path,)
     ADD_JOB_LOG = "add_job_log"  # (folder,)
     PAUSE_ALL = "pause_all"
@@ -145,6 +150,15 @@ class TrayAction(enum.StrEnum):
     START_DAEMON = "start_daemon"
     STOP_DAEMON = "stop_daemon"
     QUIT = "quit"
+
+
+class ServiceState(enum.StrEnum):
+    """A discovered service: forwarded on a local port, offered (one click forwards it),
+    or gone (it stopped listening; its forward is kept)."""
+
+    FORWARDED = "forwarded"
+    OFFERED = "offered"
+    GONE = "gone"
 
 
 class SourceKind(enum.StrEnum):
@@ -204,6 +218,20 @@ class ForwardView(_Wire):
     state: ForwardState
     clients: int
     error: str | None
+    no_service: bool = False  # discovery found nothing listening on the remote port
+    discovered: bool = False  # added for a discovered service, not from the config
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServiceView(_Wire):
+    """A service discovered on the cluster."""
+
+    port: int  # on the cluster
+    kind: str  # "jupyter", "http" or "tcp"
+    title: str | None  # an HTTP page's title
+    state: ServiceState
+    local_port: int | None
+    url: str | None  # what to open (a Jupyter's token and path included)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -251,6 +279,7 @@ class EndpointView(_Wire):
     pending_move: MoveView | None = None
     waiting_reason: str | None = None  # why it waits as Decision.PENDING
     refused_key: str | None = None  # fingerprint of a refused host key (trust that one)
+    services: tuple[ServiceView, ...] = ()
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -157,6 +157,20 @@ COMMANDS: tuple[Command, ...] = (
         "move a job to the newer address a log reported (a pending move)",
         "endpoints",
     ),
+    Command(
+        "services",
+        "services",
+        "services",
+        "what a cluster serves (found over its tunnel): forwarded, offered, gone",
+        "endpoints",
+    ),
+    Command(
+        "forward",
+        "services",
+        "forward",
+        "forward a port of a cluster (one `services` offers), now and at every start",
+        "endpoints",
+    ),
 )
 
 EXAMPLES = """\

@@ -172,6 +172,9 @@ class Record:
     move: Move | None = None
     first_seen: float = 0.0
     last_seen: float = 0.0
+    # Ports on the cluster the user asked to forward (discovery offered them): forwarded
+    # again at every start.
+    chosen_ports: list[int] = field(default_factory=list)
 
     @property
     def key(self) -> Key:
@@ -562,6 +565,16 @@ class Book:
         if rec is not None and rec.finished != reason:
             rec.finished = reason or "ended"
             self.version += 1
+
+    def choose_port(self, key: Key, port: int) -> bool:
+        """The user forwards the cluster's ``port`` of ``key``'s endpoint; False when it
+        was chosen already."""
+        rec = self._records[key]
+        if port in rec.chosen_ports:
+            return False
+        rec.chosen_ports.append(port)
+        self.version += 1
+        return True
 
     def seen(self, key: Key, now: float) -> None:
         """``key``'s tunnel is up: the endpoint is alive (it is not pruned)."""

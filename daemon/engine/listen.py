@@ -41,6 +41,7 @@ class Forward:
     port: int | None = None
     error: str | None = None
     clients: int = 0
+    discovered: bool = False  # added for a service found on the cluster
 
     def status(self) -> ForwardStatus:
         remote = (
@@ -55,6 +56,7 @@ class Forward:
             remote=remote,
             error=self.error,
             clients=self.clients,
+            discovered=self.discovered,
         )
 
 
@@ -88,6 +90,7 @@ class Listeners:
         ports: PortLease,
     ) -> None:
         self._name = name
+        self._bind_address = bind_address
         self.forwards = [Forward(f, f.bind_address or bind_address) for f in forwards]
         self._ports = ports
         self._bound: dict[str, int] = {}
@@ -104,6 +107,19 @@ class Listeners:
         """Bind every forward; one that cannot be bound keeps its reason in ``error``."""
         for fwd in self.forwards:
             await self._bind(fwd, on_client)
+
+    async def add(
+        self, spec: ForwardSpec, on_client: ClientHandler, *, discovered: bool = False
+    ) -> Forward:
+        """One more forward while the tunnel runs (a discovered service, or one the user
+        asked for), bound at once; the forward of the same spec if there is one."""
+        for fwd in self.forwards:
+            if fwd.spec.spec == spec.spec:
+                return fwd
+        fwd = Forward(spec, spec.bind_address or self._bind_address, discovered=discovered)
+        self.forwards.append(fwd)
+        await self._bind(fwd, on_client)
+        return fwd
 
     def close(self) -> None:
         """Stop listening; :meth:`wait_closed` then waits for the servers to finish."""

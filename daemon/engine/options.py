@@ -15,6 +15,7 @@ from ..core.policy import ReconnectPolicy
 
 __all__ = [
     "ForwardStatus",
+    "ServiceStatus",
     "TunnelOptions",
     "TunnelStatus",
     "forwards_of",
@@ -42,6 +43,8 @@ class TunnelOptions:
     allow_private_addresses: bool = _DETECT.allow_private_addresses
     bind_address: str = _TUNNELS.bind_address
     hold_seconds: float = _TUNNELS.hold_seconds
+    discover_interval: float = _TUNNELS.discover_interval
+    auto_forward: tuple[str, ...] = tuple(_TUNNELS.auto_forward)
     port_range: tuple[int, int] = (_TUNNELS.port_range[0], _TUNNELS.port_range[1])
     initial_delay: float = _RECONNECT.initial_delay
     max_delay: float = _RECONNECT.max_delay
@@ -49,7 +52,7 @@ class TunnelOptions:
     give_up_after: float = _RECONNECT.give_up_after
 
     def __post_init__(self) -> None:
-        for name in ("identity_files", "ciphers", "port_range"):
+        for name in ("identity_files", "ciphers", "port_range", "auto_forward"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
         if not self.bind_address.strip():
             # '' means every interface to asyncio and asyncssh; the user must say so.
@@ -101,6 +104,8 @@ def tunnel_options(config: Config) -> TunnelOptions:
         allow_private_addresses=config.detect.allow_private_addresses,
         bind_address=config.tunnels.bind_address,
         hold_seconds=config.tunnels.hold_seconds,
+        discover_interval=config.tunnels.discover_interval,
+        auto_forward=tuple(config.tunnels.auto_forward),
         port_range=(config.tunnels.port_range[0], config.tunnels.port_range[1]),
         initial_delay=config.reconnect.initial_delay,
         max_delay=config.reconnect.max_delay,
@@ -126,6 +131,20 @@ class ForwardStatus:
     remote: str  # "host:port", or "socks" for a dynamic forward
     error: str | None = None  # why the port could not be bound
     clients: int = 0  # local connections being served or held on this forward
+    no_service: bool = False  # discovery found nothing listening on the remote port
+    discovered: bool = False  # added for a discovered service, not from the config
+
+
+@dataclass(frozen=True)
+class ServiceStatus:
+    """A service discovered on the cluster (see :mod:`..core.discovery`)."""
+
+    port: int  # on the cluster
+    kind: str  # "jupyter", "http" or "tcp"
+    title: str | None  # an HTTP page's title
+    state: str  # "forwarded", "offered" or "gone"
+    local_port: int | None  # where it is forwarded, if it is
+    url: str | None  # what to open, with a Jupyter's token and path
 
 
 @dataclass(frozen=True)
@@ -148,6 +167,7 @@ class TunnelStatus:
     next_attempt_in: float | None
     host_key: str | None  # SHA256 fingerprint of the current connection's host key
     refused_key: str | None = None  # fingerprint of the last host key refused (trust that one)
+    services: tuple[ServiceStatus, ...] = ()  # what discovery found on the cluster
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

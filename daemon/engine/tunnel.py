@@ -18,7 +18,7 @@ import functools
 import logging
 import random
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import asyncssh
 
@@ -37,6 +37,7 @@ from .link import Link, open_link
 from .listen import Forward, Listeners, OwnPorts
 from .options import TunnelOptions, TunnelStatus
 from .pump import ChannelSession, Traffic, open_guarded, pump, socks_handshake
+from .services import Services
 
 __all__ = ["CLIENTS_NOTIFY_DELAY", "OPEN_STALL_SECONDS", "Tunnel"]
 
@@ -71,6 +72,7 @@ class Tunnel:
         passphrase: PassphraseCallback | None = None,
         key_loader: KeyLoader | None = None,
         rand: Callable[[], float] = random.random,
+        chosen_ports: Iterable[int] = (),
     ) -> None:
         self.user = user
         self.host = host
@@ -90,6 +92,12 @@ class Tunnel:
             ports or OwnPorts(self.options.port_range, assigned_ports),
         )
         self._link: Link | None = None
+        # What the cluster serves, and the forwards added for it (``chosen_ports``: the
+        # cluster ports the user asked to forward).
+        self._services = Services(
+            self.name, self.options, self._listeners, self._on_client, chosen_ports
+        )
+        self._discovery: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._held = HeldClients(self._machine, self.options.hold_seconds, self._wake)
         self._task: asyncio.Task[None] | None = None
@@ -144,7 +152,7 @@ class Tunnel:
             port=self.port,
             state=m.state.value,
             since=time.time() - (now - m.since) if m.since else time.time(),
-            forwards=self._listeners.status(),
+            forwards=self._services.mark(self._listeners.status()),
             bytes_sent=self._traffic.sent,
             bytes_received=self._traffic.received,
             active_clients=self.active_clients,
@@ -155,6 +163,7 @@ class Tunnel:
             next_attempt_in=max(0.0, nxt - now) if nxt is not None else None,
             host_key=self._host_key if m.state is State.UP else None,
             refused_key=self._refused_key,
+            services=self._services.status(),
         )
 
     def subscribe(self, callback: Callable[[TunnelStatus], None]) -> Callable[[], None]:
@@ -199,6 +208,19 @@ class Tunnel:
             log.info("%s: reconnecting at the user's request", self.name)
             link.conn.abort()  # the driver sees the loss and connects again at once
         self._wake.set()
+
+    def look_now(self) -> None:
+        """Look at what the cluster serves now rather than at the next interval."""
+        self._services.look_now()
+
+    async def look(self, timeout: float = 10.0) -> bool:
+        """Look at what the cluster serves now and wait until that is done."""
+        return await self._services.look(timeout)
+
+    async def forward_port(self, port: int) -> None:
+        """Forward the cluster's ``port`` (a service discovery offered, or any port)."""
+        await self._services.forward(port)
+        self._notify()
 
     async def probe(self, timeout: float = 5.0) -> bool:
         """Check the link now (after a sleep or a network change) instead of waiting for
@@ -351,9 +373,13 @@ class Tunnel:
             self._held.link_up.set()
             log.info("%s: up (host key %s)", self.name, self._host_key)
             self._notify()
+            self._discovery = asyncio.create_task(
+                self._services.run(link.conn, self._notify), name=f"discovery {self.name}"
+            )
             try:
                 exc_lost = await link.client.lost
             finally:
+                await self._stop_discovery()
                 self._held.link_up.clear()
                 self._link = None
                 link.drop()
@@ -364,7 +390,15 @@ class Tunnel:
                 log.warning("%s: connection lost: %s", self.name, m.last_error)
             self._notify()
 
+    async def _stop_discovery(self) -> None:
+        task, self._discovery = self._discovery, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
     async def _shutdown(self, from_task: bool = False) -> None:
+        await self._stop_discovery()
         task, self._task = self._task, None
         if task is not None and not from_task:
             task.cancel()

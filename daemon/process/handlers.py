@@ -52,6 +52,8 @@ class Handlers:
             Command.RESUME: self._cmd_resume,
             Command.STOP: self._cmd_stop,
             Command.SWITCH: self._cmd_switch,
+            Command.FORWARD: self._cmd_forward,
+            Command.SERVICES: self._cmd_services,
         }
 
     def _resolve(self, args: dict[str, Any]) -> Record:
@@ -158,6 +160,32 @@ class Handlers:
         await self.service._apply(plan)
         self.service._publish()
         return rec.name
+
+    async def _cmd_forward(self, args: dict[str, Any]) -> Any:
+        """Forward a port of the cluster (one discovery offered, or any), now and at
+        every start; the local port it got."""
+        tunnel = self._open_tunnel_of(args)
+        port = args.get("port")
+        if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+            raise CommandError("forward which port? a cluster port number (1-65535)")
+        rec = self._resolve(args)
+        if self.service.book.choose_port(rec.key, port):
+            self.service._saved_if_changed()
+        await tunnel.forward_port(port)
+        local = next((s.local_port for s in tunnel.status().services if s.port == port), None)
+        if local is None:
+            local = next(
+                (f.local_port for f in tunnel.status().forwards if f.spec == str(port)), None
+            )
+        return {"name": rec.name, "port": port, "local_port": local}
+
+    async def _cmd_services(self, args: dict[str, Any]) -> Any:
+        """Look at the cluster's services now (``refresh``); the snapshot then shows them."""
+        tunnel = self._open_tunnel_of(args)
+        if args.get("refresh") and not await tunnel.look():
+            raise CommandError(f"{tunnel.name}: could not look now (is its link up?)")
+        self.service._publish()
+        return [s.port for s in tunnel.status().services]
 
     def _open_tunnel_of(self, args: dict[str, Any]) -> Tunnel:
         """The running tunnel of the endpoint named in ``args``."""

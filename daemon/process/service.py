@@ -256,6 +256,7 @@ class Service:
             ports=self.book.lease(key),  # the book owns the ports; the tunnel reports back
             host_keys=self.host_keys,
             passphrase=keyring_source,  # opted-in (`jobtunnel keys remember`); else skipped
+            chosen_ports=rec.chosen_ports,
         )
         self.tunnels[key] = tunnel
         tunnel.subscribe(lambda status: self._on_status(key, tunnel, status))

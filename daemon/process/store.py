@@ -141,7 +141,16 @@ def record_to_dict(rec: Record) -> dict[str, Any]:
         },
         "first_seen": rec.first_seen,
         "last_seen": rec.last_seen,
+        "chosen_ports": list(rec.chosen_ports),
     }
+
+
+def _list(d: dict[str, Any], key: str) -> list[Any]:
+    """An optional list (absent in files written before it existed)."""
+    value = d.get(key, [])
+    if not isinstance(value, list):
+        raise _Invalid(f"{key!r} must be a list")
+    return value
 
 
 def record_from_dict(d: Any) -> Record:
@@ -201,6 +210,7 @@ def record_from_dict(d: Any) -> Record:
         move=move,
         first_seen=first_seen,
         last_seen=float(_req(d, "last_seen", (int, float))),
+        chosen_ports=[_port(p, "a chosen port") for p in _list(d, "chosen_ports")],
     )
 
 

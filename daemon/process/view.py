@@ -14,14 +14,16 @@ from ..api.schema import (
     ForwardState,
     ForwardView,
     MoveView,
+    ServiceState,
+    ServiceView,
     SourceKind,
     SourceView,
     StatusSnapshot,
     TunnelState,
 )
 from ..core.book import Key, Move, Record, Source
-from ..core.forward import ForwardSpec
-from ..engine.options import ForwardStatus, TunnelStatus
+from ..core.forward import ForwardSpec, parse_forward
+from ..engine.options import ForwardStatus, ServiceStatus, TunnelStatus
 
 __all__ = ["endpoint_view", "snapshot", "source_view"]
 
@@ -78,11 +80,13 @@ def endpoint_view(
         source=source.label,
         line=source.line,
         notebook_url=rec.notebook_url,
-        forwards=tuple(_forward_view(spec, rec, status, bind_address) for spec in forwards),
+        forwards=tuple(_forward_view(spec, rec, status, bind_address) for spec in forwards)
+        + _discovered_forwards(status),
         source_info=source_view(source),
         pending_move=_move_view(rec.move) if rec.move is not None else None,
         waiting_reason=rec.waiting_reason,
         refused_key=status.refused_key if status else None,
+        services=tuple(_service_view(s) for s in status.services) if status else (),
     )
 
 
@@ -122,6 +126,44 @@ def _forward_view(
         state=_forward_state(status, fs),
         clients=fs.clients if fs else 0,
         error=fs.error if fs else None,
+        no_service=fs.no_service if fs else False,
+    )
+
+
+def _discovered_forwards(status: TunnelStatus | None) -> tuple[ForwardView, ...]:
+    """The forwards the tunnel added for discovered services or on request."""
+    if status is None:
+        return ()
+    views = []
+    for fs in status.forwards:
+        if not fs.discovered:
+            continue
+        spec = parse_forward(fs.spec)
+        views.append(
+            ForwardView(
+                spec=fs.spec,
+                dynamic=False,
+                bind_address=fs.bind_address,
+                local_port=fs.local_port,
+                remote_host=spec.remote_host,
+                remote_port=spec.remote_port,
+                state=_forward_state(status, fs),
+                clients=fs.clients,
+                error=fs.error,
+                discovered=True,
+            )
+        )
+    return tuple(views)
+
+
+def _service_view(s: ServiceStatus) -> ServiceView:
+    return ServiceView(
+        port=s.port,
+        kind=s.kind,
+        title=s.title,
+        state=ServiceState(s.state),
+        local_port=s.local_port,
+        url=s.url,
     )
 
 

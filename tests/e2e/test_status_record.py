@@ -110,6 +110,8 @@ def test_live_status_has_the_recorded_structure(env: Env, daemons: Callable[[], 
     env.logs.mkdir(parents=True, exist_ok=True)
     (env.logs / "job.log").write_text("Starting cluster\n" + env.log_line())
     wait_for(lambda: endpoint_up(env), "the tunnel to come up")
+    # Discovery's first look (the test sshd itself listens on loopback): services filled.
+    wait_for(lambda: (endpoint_up(env) or {}).get("services"), "the first look at services")
     check("up", env.status(), env, problems)
 
     name = f"{env.sshd.user}@127.0.0.1:{env.sshd.port}"

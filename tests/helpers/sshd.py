@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 SSHD = "/usr/sbin/sshd"  # sshd refuses to start unless run by its absolute path
@@ -68,8 +69,20 @@ def descendants(pid: int) -> list[int]:
 class SshServer:
     """One sshd. ``start()`` waits until it listens; ``stop()`` ends it and its sessions."""
 
-    def __init__(self, workdir: Path, port: int | None = None) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        port: int | None = None,
+        *,
+        sftp: bool = True,
+        listen: str = "127.0.0.1",
+        wrapper: Sequence[str] = (),
+    ) -> None:
         self.dir = workdir
+        self.listen = listen
+        # A command line that ends by exec-ing the words it is given (a namespace of its own).
+        self.wrapper = tuple(wrapper)
+        self.sftp = sftp  # Rescale's clusters serve SFTP; False: a server that refuses it
         self.dir.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()
         # Every port it listens on (a benchmark adds more lines to the config).
@@ -89,7 +102,7 @@ class SshServer:
             "\n".join(
                 [
                     f"Port {self.port}",
-                    "ListenAddress 127.0.0.1",
+                    f"ListenAddress {self.listen}",
                     f"HostKey {self.host_key}",
                     f"PidFile {self.dir / 'sshd.pid'}",
                     "UsePAM no",
@@ -102,6 +115,7 @@ class SshServer:
                     "AllowTcpForwarding yes",
                     "MaxStartups 100:30:200",
                     "LogLevel VERBOSE",
+                    *(["Subsystem sftp internal-sftp"] if self.sftp else []),
                     "",
                 ]
             )
@@ -115,7 +129,7 @@ class SshServer:
         log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
         try:
             self.proc = subprocess.Popen(
-                [SSHD, "-D", "-e", "-f", str(self.config)],
+                [*self.wrapper, SSHD, "-D", "-e", "-f", str(self.config)],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=log,

@@ -27,6 +27,8 @@ from jobtunnel.daemon.api.schema import (
     ForwardView,
     MoveView,
     SchemaError,
+    ServiceState,
+    ServiceView,
     SourceKind,
     SourceView,
     StatusSnapshot,
@@ -75,7 +77,13 @@ def sample() -> StatusSnapshot:
         pending_move=MoveView(host="5.6.7.8", port=22, source=source, seen=2.0),
         waiting_reason=None,
         refused_key="SHA256:new",
-    )
+        services=(
+            ServiceView(
+                port=8888, kind="jupyter", title=None, state=ServiceState.FORWARDED,
+                local_port=18888, url="http://localhost:18888/lab?token=t",
+            ),
+        ),
+    )  # fmt: skip
     daemon = DaemonInfo(
         pid=42,
         version="0.1.0",
@@ -266,6 +274,7 @@ def test_every_required_key_is_named_when_missing() -> None:
     assert optional == {
         "version", "source_info", "pending_move", "waiting_reason", "refused_key",
         "path", "line", "mtime", "verified", "user", "notebook_url",
+        "no_service", "discovered", "services",
     }  # fmt: skip
 
 

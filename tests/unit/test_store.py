@@ -47,6 +47,8 @@ def sample() -> Book:
     found(s, ep("def", host="5.6.7.8", port=32100), 101.0)
     s.resolve("abc").ports = {"8888": 8888, "127.0.0.1:9000:h:90": 9001}
     s.pause([s.resolve("def")])
+    assert s.choose_port(s.resolve("abc").key, 47827)
+    assert not s.choose_port(s.resolve("abc").key, 47827)  # once
     s.found(ep("abc", host="9.8.7.6", line=50), Source.file("/logs/b.log", 50, 99.0), 102.0)
     return s
 
@@ -66,6 +68,7 @@ def test_round_trip_and_file_modes(tmp_path: Path) -> None:
     rec = loaded.resolve("abc")
     assert rec.ports == {"8888": 8888, "127.0.0.1:9000:h:90": 9001}
     assert rec.notebook_url and rec.first_seen == 100.0
+    assert rec.chosen_ports == [47827]
     assert loaded.resolve("def").action == "paused"
     assert rec.move is not None and rec.move.host == "9.8.7.6"
     assert rec.source == Source.file("/logs/a.log", 10, 50.0)

@@ -106,6 +106,7 @@ def endpoint(
             "line": 3,
             "source_info": None,
             "forwards": [forward()],
+            "services": [],
         }
         | kw,
     )
@@ -459,6 +460,34 @@ def test_the_source_is_shown(source_info: Any, source: str, line: int, shown: st
     assert find(header.children, "Source:").text == shown
 
 
+def service(port: int, state: str, **kw: Any) -> dict[str, Any]:
+    return {"port": port, "kind": "http", "title": None, "state": state,
+            "local_port": None, "url": None} | kw  # fmt: skip
+
+
+def test_discovered_services_are_offered_and_opened_with_their_url() -> None:
+    url = "http://localhost:18888/lab?token=t0k"
+    ep = endpoint(
+        forwards=[
+            forward(local=18888, remote=8888) | {"discovered": True},
+            forward(local=15901, remote=5901, state="held") | {"no_service": True},
+        ],
+        services=[
+            service(8888, "forwarded", kind="jupyter", local_port=18888, url=url),
+            service(47827, "offered", title="STAR-CCM+ server"),
+            service(6006, "gone"),
+        ],
+    )
+    items = build_menu(snapshot(ep), CTX)
+    offer = find(items, "    Forward 47827 (STAR-CCM+ server)")
+    assert offer.action == Action(TrayAction.FORWARD, (ep["name"], "47827"))
+    assert find(items, "    localhost:18888 -> 8888").action == Action(TrayAction.OPEN_URL, (url,))
+    assert find(items, "    localhost:15901 -> 5901").text.endswith(
+        "no service (nothing listens there on the cluster)"
+    )
+    assert not any("Forward 6006" in t for t in texts(items))
+
+
 def test_every_tray_action_is_built_by_some_menu() -> None:
     fp = "SHA256:abc"
     move = {"host": "5.5.5.5", "port": 22, "source": {"kind": "file", "path": "/a"}, "seen": 1.0}
@@ -466,6 +495,7 @@ def test_every_tray_action_is_built_by_some_menu() -> None:
         snapshot(endpoint(pending_move=move), endpoint("b", state="paused", action="paused")),
         snapshot(endpoint(state="failed", refused_key=fp), folders=("/a", "/b")),
         snapshot(endpoint(state="stopped")),
+        snapshot(endpoint(services=[service(47827, "offered", title="STAR-CCM+")])),
     ]
     built: set[TrayAction] = set()
 
@@ -752,6 +782,18 @@ def test_notices_name_the_file_and_announce_a_new_address() -> None:
     late.update(snapshot(), 0)
     [told] = late.update(snapshot(waiting), 1)
     assert "waits (8 already up); Connect in the menu" in told.message
+
+
+def test_a_service_that_starts_later_is_told_once_the_first_look_is_not() -> None:
+    policy = NoticePolicy(per_endpoint=0, per_minute=100)
+    policy.update(snapshot(endpoint()), 0)  # before the first look: no services yet
+    first = [service(22, "offered"), service(8888, "forwarded", kind="jupyter", local_port=1)]
+    assert policy.update(snapshot(endpoint(services=first)), 1) == []
+    later = [*first, service(47827, "offered", title="STAR-CCM+")]
+    [told] = policy.update(snapshot(endpoint(services=later)), 2)
+    assert (told.kind, told.title) == ("service", "qpWia: new service")
+    assert told.message == "STAR-CCM+ on port 47827; Forward it from the menu"
+    assert policy.update(snapshot(endpoint(services=later)), 3) == []
 
 
 def test_a_failing_action_does_not_raise(

@@ -1,0 +1,190 @@
+"""Reading what a cluster serves over the tunnel's own SSH connection (no second login):
+its listening sockets and Jupyter's runtime files through SFTP (an exec channel where
+SFTP is refused), and a short HTTP probe of each new port for its page title. Every read
+is bounded in bytes, time and channels; the parsing is :mod:`..core.discovery`'s."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import posixpath
+from typing import cast
+
+import asyncssh
+
+from ..core import discovery
+from ..core.discovery import Found, Jupyter
+
+__all__ = ["PROBE_CHANNELS", "ClusterFiles", "discover", "probe"]
+
+log = logging.getLogger(__name__)
+
+RUNTIME_DIR = ".local/share/jupyter/runtime"  # relative to the job user's home
+PROC_FILES = ("/proc/net/tcp", "/proc/net/tcp6")
+READ_TIMEOUT = 5.0
+PROBE_TIMEOUT = 2.0
+PROBE_CHANNELS = 3  # probes at once, beside the forwards' own channels
+MAX_PROBES = 8  # new ports probed per discovery; the rest next time
+
+
+async def _read_sftp(sftp: asyncssh.SFTPClient, path: str, limit: int) -> str | None:
+    try:
+        async with sftp.open(path, "rb") as f:
+            data = await f.read(limit)
+    except (asyncssh.SFTPError, OSError):
+        return None
+    # Opened "rb": bytes, whatever asyncssh's generic type says.
+    return cast(bytes, data).decode("utf-8", "replace")
+
+
+class ClusterFiles:
+    """The cluster's files over one SFTP session kept for the link's life (a session a
+    look would cost a round trip and a server process each time); an exec channel for
+    the socket table where SFTP is refused."""
+
+    def __init__(self, conn: asyncssh.SSHClientConnection) -> None:
+        self.conn = conn
+        self._sftp: asyncssh.SFTPClient | None = None
+        self._refused = False
+
+    async def _client(self) -> asyncssh.SFTPClient | None:
+        if self._sftp is None and not self._refused:
+            try:
+                self._sftp = await self.conn.start_sftp_client()
+            except (asyncssh.Error, OSError) as exc:
+                log.debug("no SFTP (%s); the socket table comes through exec", exc)
+                self._refused = True
+        return self._sftp
+
+    async def read(self, runtime_dir: str) -> tuple[list[str], list[str]]:
+        """The texts of /proc/net/tcp(6) and of the Jupyter runtime files."""
+        sftp = await self._client()
+        if sftp is None:
+            return await _proc_by_exec(self.conn), []
+        try:
+            return await _read_all(sftp, runtime_dir)
+        except (asyncssh.Error, OSError):
+            self.close()  # a session that broke: a new one next time
+            raise
+
+    def close(self) -> None:
+        if self._sftp is not None:
+            self._sftp.exit()
+            self._sftp = None
+
+
+async def _read_all(sftp: asyncssh.SFTPClient, runtime_dir: str) -> tuple[list[str], list[str]]:
+    tables = [
+        t
+        for t in [await _read_sftp(sftp, p, discovery.MAX_FILE_BYTES) for p in PROC_FILES]
+        if t is not None
+    ]
+    runtimes: list[str] = []
+    try:
+        names = await sftp.listdir(runtime_dir)
+    except (asyncssh.SFTPError, OSError):
+        names = []
+    wanted = sorted(
+        str(n)
+        for n in names
+        if str(n).endswith(".json") and str(n).startswith(("jpserver-", "nbserver-"))
+    )
+    for name in wanted[: discovery.MAX_RUNTIME_FILES]:
+        text = await _read_sftp(
+            sftp, posixpath.join(runtime_dir, name), discovery.MAX_RUNTIME_BYTES + 1
+        )
+        if text is not None:
+            runtimes.append(text)
+    return tables, runtimes
+
+
+async def _proc_by_exec(conn: asyncssh.SSHClientConnection) -> list[str]:
+    limit = discovery.MAX_FILE_BYTES
+    texts = []
+    for path in PROC_FILES:
+        try:
+            result = await conn.run(f"head -c {limit} {path}", check=False, timeout=READ_TIMEOUT)
+        except (asyncssh.Error, OSError, TimeoutError):
+            continue
+        out = result.stdout
+        if result.exit_status == 0 and out:
+            texts.append(out if isinstance(out, str) else out.decode("utf-8", "replace"))
+    return texts
+
+
+async def _title(conn: asyncssh.SSHClientConnection, port: int) -> str | None:
+    """What an HTTP GET / answers on the cluster's ``port``: its page title, "" for
+    HTTP without one, None when it is not HTTP (or says nothing in time)."""
+    writer: asyncssh.SSHWriter[bytes] | None = None
+    try:
+        async with asyncio.timeout(PROBE_TIMEOUT):
+            reader, writer = await conn.open_connection("127.0.0.1", port, encoding=None)
+            writer.write(b"GET / HTTP/1.0\r\nHost: localhost\r\nUser-Agent: jobtunnel\r\n\r\n")
+            data = b""
+            while len(data) < 65536:
+                chunk = await reader.read(65536 - len(data))
+                if not chunk:
+                    break
+                data += chunk
+                if b"</title" in data.lower():
+                    break
+    except (asyncssh.Error, OSError, TimeoutError):
+        data = b"" if writer is None else data  # refused: not HTTP
+    finally:
+        if writer is not None:
+            with contextlib.suppress(Exception):
+                writer.close()
+    return discovery.clean_title(data) if data else None
+
+
+async def discover(
+    files: ClusterFiles | asyncssh.SSHClientConnection,
+    known: dict[int, Found] | None = None,
+    runtime_dir: str | None = None,
+) -> tuple[dict[int, Found], discovery.Sockets]:
+    """Every service the cluster serves to loopback, read at once (no probe yet): ports
+    in ``known`` keep what was learnt of them; new ones are ``probed=False`` until
+    :func:`probe` has asked them."""
+    known = known or {}
+    once = not isinstance(files, ClusterFiles)
+    reader = ClusterFiles(files) if not isinstance(files, ClusterFiles) else files
+    try:
+        async with asyncio.timeout(READ_TIMEOUT * 3):
+            tables, runtimes = await reader.read(runtime_dir or RUNTIME_DIR)
+    finally:
+        if once:
+            reader.close()
+    sockets = discovery.Sockets()
+    for text in tables:
+        discovery.parse_proc_net_tcp(text, sockets)
+    jupyters: dict[int, Jupyter] = {}
+    for text in runtimes:
+        server = discovery.parse_jupyter_runtime(text)
+        if server is not None and server.port in sockets.ports:
+            jupyters[server.port] = server
+    found: dict[int, Found] = {}
+    for port in sockets.ports:
+        before = known.get(port)
+        if port in jupyters or before is None or before.kind == "jupyter":
+            found[port] = discovery.kind_of(port, jupyters, None, probed=False)
+        else:
+            found[port] = before
+    return found, sockets
+
+
+async def probe(conn: asyncssh.SSHClientConnection, found: dict[int, Found]) -> dict[int, Found]:
+    """Ask the ports not yet asked what they are (an HTTP GET for its title): at most
+    :data:`MAX_PROBES` per call over :data:`PROBE_CHANNELS` channels; the rest wait for
+    the next call. The system's own ports (below 1024) are not asked."""
+    todo = [p for p, f in sorted(found.items()) if not f.probed and p >= 1024][:MAX_PROBES]
+    gate = asyncio.Semaphore(PROBE_CHANNELS)
+    learnt: dict[int, Found] = {}
+
+    async def one(port: int) -> None:
+        async with gate:
+            title = await _title(conn, port)
+        learnt[port] = discovery.kind_of(port, {}, title)
+
+    await asyncio.gather(*(one(p) for p in todo))
+    return learnt

@@ -1,0 +1,79 @@
+"""A network namespace of the test's own, joined to this one by a veth pair: a host
+whose listening sockets are its own (a cluster, for discovery), reached at ``ns_ip``.
+Torn down with every process in it, also when the test fails."""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from .deps import dependency_missing
+
+__all__ = ["Netns", "namespace"]
+
+_count = itertools.count(1)
+
+
+@dataclass(frozen=True)
+class Netns:
+    name: str
+    host_ip: str  # this side of the veth pair
+    ns_ip: str  # the namespace's side
+
+    def wrap(self, argv: Sequence[str] = ()) -> list[str]:
+        """``argv`` run inside the namespace (its own network; a mount namespace of its
+        own per call, as ``ip netns exec`` makes one)."""
+        return ["ip", "netns", "exec", self.name, *argv]
+
+    def run(self, *argv: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(self.wrap(argv), capture_output=True, text=True, timeout=30)
+
+    def pids(self) -> list[int]:
+        out = subprocess.run(
+            ["ip", "netns", "pids", self.name], capture_output=True, text=True, timeout=10
+        ).stdout
+        return [int(p) for p in out.split()]
+
+
+def _ip(*args: str) -> None:
+    result = subprocess.run(["ip", *args], capture_output=True, text=True, timeout=30)
+    if result.returncode != 0:
+        raise RuntimeError(f"ip {' '.join(args)}: {result.stderr.strip()}")
+
+
+@contextmanager
+def namespace() -> Iterator[Netns]:
+    if os.geteuid() != 0 or shutil.which("ip") is None:
+        dependency_missing("network namespaces need root and ip (iproute2)")
+    n = next(_count)
+    tag = f"{os.getpid() % 100000}{n}"
+    name = f"jt{tag}"
+    host_if, ns_if = f"jh{tag}"[:15], f"jn{tag}"[:15]
+    octet = (os.getpid() * 7 + n) % 250 + 1
+    host_ip, ns_ip = f"10.231.{octet}.1", f"10.231.{octet}.2"
+    try:
+        _ip("netns", "add", name)
+    except RuntimeError as exc:
+        dependency_missing(f"cannot make a network namespace here: {exc}")
+    try:
+        _ip("link", "add", host_if, "type", "veth", "peer", "name", ns_if)
+        _ip("link", "set", ns_if, "netns", name)
+        _ip("addr", "add", f"{host_ip}/30", "dev", host_if)
+        _ip("link", "set", host_if, "up")
+        _ip("-n", name, "addr", "add", f"{ns_ip}/30", "dev", ns_if)
+        _ip("-n", name, "link", "set", ns_if, "up")
+        _ip("-n", name, "link", "set", "lo", "up")
+        yield Netns(name, host_ip, ns_ip)
+    finally:
+        ns = Netns(name, host_ip, ns_ip)
+        for pid in ns.pids():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, 9)
+        subprocess.run(["ip", "link", "del", host_if], capture_output=True, timeout=10)
+        subprocess.run(["ip", "netns", "del", name], capture_output=True, timeout=10)
