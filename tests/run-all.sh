@@ -42,6 +42,11 @@ echo "==> import contracts (pyproject: [tool.importlinter])"
 echo "==> mypy"
 (cd build/typecheck && "../../$VENV/bin/mypy" --config-file ../../pyproject.toml \
     -p jobtunnel.daemon -p jobtunnel.tray)
+# Windows and macOS cannot run here: their branches are type-checked as those platforms.
+for platform in win32 darwin; do
+    (cd build/typecheck && "../../$VENV/bin/mypy" --config-file ../../pyproject.toml \
+        --platform "$platform" -p jobtunnel.daemon -p jobtunnel.tray)
+done
 "$VENV/bin/mypy" --config-file pyproject.toml --explicit-package-bases benchmarks
 echo "==> pytest"
 exec "$VENV/bin/python" -m pytest "$@"

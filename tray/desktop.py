@@ -12,7 +12,15 @@ import webbrowser
 from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["choose_file", "copy_text", "open_path", "open_url", "spawn_daemon"]
+__all__ = [
+    "choose_file",
+    "clipboard_commands",
+    "copy_text",
+    "open_command",
+    "open_path",
+    "open_url",
+    "spawn_daemon",
+]
 
 log = logging.getLogger(__name__)
 
@@ -34,16 +42,30 @@ def _detached(argv: list[str], env: dict[str, str] | None = None) -> subprocess.
     )
 
 
+def open_command(
+    path: Path, platform: str = sys.platform, which: Callable[[str], str | None] = shutil.which
+) -> list[str] | None:
+    """The command that opens ``path`` in its default application; None: ask the browser.
+
+    Windows opens with ``os.startfile`` (no command): None there too.
+    """
+    if platform == "darwin":
+        return ["open", str(path)]
+    if platform != "win32" and which("xdg-open"):
+        return ["xdg-open", str(path)]
+    return None
+
+
 def open_path(path: Path) -> None:
     """Open a file or folder with the desktop's default application."""
     if sys.platform == "win32":
         os.startfile(path)
-    elif sys.platform == "darwin":
-        _detached(["open", str(path)])
-    elif shutil.which("xdg-open"):
-        _detached(["xdg-open", str(path)])
     else:
-        webbrowser.open(path.resolve().as_uri())
+        command = open_command(path)
+        if command is not None:
+            _detached(command)
+        else:
+            webbrowser.open(path.resolve().as_uri())
 
 
 def open_url(url: str) -> None:
@@ -64,14 +86,7 @@ def copy_text(text: str) -> bool:
 
         GLib.idle_add(put)
         return True
-    candidates: list[list[str]]
-    if sys.platform == "win32":
-        candidates = [["clip"]]
-    elif sys.platform == "darwin":
-        candidates = [["pbcopy"]]
-    else:
-        candidates = [["wl-copy"], ["xclip", "-selection", "clipboard"], ["xsel", "-bi"]]
-    for argv in candidates:
+    for argv in clipboard_commands():
         if shutil.which(argv[0]) is None:
             continue
         data = text.encode("utf-16-le" if argv[0] == "clip" else "utf-8")
@@ -82,6 +97,15 @@ def copy_text(text: str) -> bool:
             continue
         return True
     return False
+
+
+def clipboard_commands(platform: str = sys.platform) -> list[list[str]]:
+    """Clipboard tools to try, best first; each reads the text on stdin."""
+    if platform == "win32":
+        return [["clip"]]
+    if platform == "darwin":
+        return [["pbcopy"]]
+    return [["wl-copy"], ["xclip", "-selection", "clipboard"], ["xsel", "-bi"]]
 
 
 def choose_file(folder: Path, done: Callable[[Path | None], None]) -> bool:

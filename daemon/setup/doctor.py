@@ -14,7 +14,7 @@ import os
 import shlex
 import socket
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -36,8 +36,10 @@ __all__ = [
     "check_public_key",
     "check_service",
     "check_tray",
+    "port_holder_command",
     "run_checks",
     "service_file",
+    "start_daemon_command",
     "usable_keys",
 ]
 
@@ -148,13 +150,7 @@ def check_daemon(
     try:
         reply = call(Command.STATUS, transport=config.daemon.control, timeout=5.0)
     except DaemonNotRunning:
-        unit = service_file()
-        installed = unit.exists() and sys.platform.startswith("linux")
-        fix = (
-            "systemctl --user start jobtunnel"
-            if installed
-            else "jobtunnel run (or install the login service)"
-        )
+        fix = start_daemon_command(installed=service_file().exists())
         return Check("daemon", "fail", "not running", fix), None
     except (ControlError, OSError, TimeoutError) as exc:
         return Check(
@@ -192,19 +188,22 @@ def check_service(platform: str = sys.platform) -> Check:
     )
 
 
-def check_tray() -> Check:
+def check_tray(
+    platform: str = sys.platform,
+    environ: Mapping[str, str] = os.environ,
+    tray_backend: Callable[[], Any] = lambda: importlib.import_module("jobtunnel.tray.backend"),
+) -> Check:
     """Which tray backend the tray would use, and why (informational)."""
     with contextlib.suppress(ImportError, AttributeError):
-        backend = importlib.import_module("jobtunnel.tray.backend")
-        name, menu, why = backend.describe()
+        name, menu, why = tray_backend().describe()
         status: Status = "info"
         return Check("tray", status, f"{name}{'' if menu else ' (no menu)'}: {why}")
-    forced = os.environ.get("PYSTRAY_BACKEND")
+    forced = environ.get("PYSTRAY_BACKEND")
     if forced:
         return Check("tray", "info", f"{forced}: forced by PYSTRAY_BACKEND")
-    if sys.platform in ("win32", "darwin"):
-        return Check("tray", "info", f"{sys.platform}: the native tray")
-    if not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+    if platform in ("win32", "darwin"):
+        return Check("tray", "info", f"{platform}: the native tray")
+    if not (environ.get("DISPLAY") or environ.get("WAYLAND_DISPLAY")):
         return Check("tray", "info", "none: no display (DISPLAY / WAYLAND_DISPLAY unset)")
     if importlib.util.find_spec("gi") is None:
         return Check(
@@ -232,6 +231,26 @@ def _bind_free(host: str, port: int) -> str | None:
         except OSError as exc:
             return exc.strerror or str(exc)
     return None
+
+
+def port_holder_command(port: int, platform: str = sys.platform) -> str:
+    """The command that names the process listening on ``port``, in this OS's words."""
+    if platform == "win32":
+        return f"netstat -ano | findstr :{port}"
+    if platform == "darwin":
+        return f"lsof -nP -iTCP:{port} -sTCP:LISTEN"
+    return f"ss -ltnp 'sport = :{port}'"
+
+
+def start_daemon_command(platform: str = sys.platform, installed: bool = True) -> str:
+    """How to start the daemon: its login service when installed, else by hand."""
+    if not installed:
+        return "jobtunnel run (or install the login service)"
+    if platform == "win32":
+        return "schtasks /Run /TN jobtunnel"
+    if platform == "darwin":
+        return "launchctl kickstart gui/$(id -u)/com.jobtunnel.daemon"
+    return "systemctl --user start jobtunnel"
 
 
 def _daemon_ports(status: StatusSnapshot | None) -> set[int]:
@@ -265,7 +284,7 @@ def check_ports(config: Config, daemon_status: StatusSnapshot | None = None) -> 
                     "local port",
                     "fail",
                     f"{where} not available ({why}); tunnels would use the next free port",
-                    f"see who holds it: ss -ltnp 'sport = :{spec.local_port}'; "
+                    f"see who holds it: {port_holder_command(spec.local_port)}; "
                     "or change tunnels.forwards",
                 )
             )

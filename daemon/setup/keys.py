@@ -14,6 +14,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -180,16 +181,18 @@ def import_ppk(
     return write_key(key, output or own_key_path(kind), passphrase)
 
 
-def clipboard_tools() -> list[list[str]]:
+def clipboard_tools(
+    platform: str = sys.platform, environ: Mapping[str, str] = os.environ
+) -> list[list[str]]:
     """Clipboard commands worth trying here, best first (each reads the text on stdin)."""
-    if sys.platform == "darwin":
+    if platform == "darwin":
         return [["pbcopy"]]
-    if sys.platform == "win32":
+    if platform == "win32":
         return [["clip"]]
     tools: list[list[str]] = []
-    if os.environ.get("WAYLAND_DISPLAY"):
+    if environ.get("WAYLAND_DISPLAY"):
         tools.append(["wl-copy"])
-    if os.environ.get("DISPLAY"):
+    if environ.get("DISPLAY"):
         tools += [["xclip", "-selection", "clipboard"], ["xsel", "--clipboard", "--input"]]
     return tools
 
