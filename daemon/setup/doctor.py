@@ -17,7 +17,7 @@ import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from .. import paths
 from ..api.schema import Command, SchemaError, StatusSnapshot, from_wire
@@ -26,8 +26,12 @@ from ..core.forward import parse_dynamic, parse_forward
 from ..files import permission_problem
 from . import keys
 
+if TYPE_CHECKING:
+    from ..engine.agent import Agent, AgentKey
+
 __all__ = [
     "Check",
+    "check_agent",
     "check_config",
     "check_daemon",
     "check_folders",
@@ -94,6 +98,28 @@ def check_keys(config: Config) -> list[Check]:
         else:
             out.append(Check("key", "ok", f"{path} (private)"))
     return out
+
+
+def check_agent(
+    find: Callable[[], Agent] | None = None,
+    keys_of: Callable[[Agent], list[AgentKey]] | None = None,
+) -> Check:
+    """Which SSH agent the tunnels would ask (ssh-agent, Pageant, Windows' OpenSSH agent)
+    and which keys it holds; informational, since a key file works without one."""
+    from ..engine.agent import agent_keys, choose_agent
+
+    agent = (find or choose_agent)()
+    if agent.kind == "none":
+        return Check("agent", "info", f"none: {agent.why}")
+    try:
+        held = (keys_of or agent_keys)(agent)
+    except OSError as exc:
+        return Check("agent", "info", f"{agent.kind} ({agent.why}) does not answer: {exc}")
+    if not held:
+        add = "add your key in Pageant" if agent.kind == "pageant" else "ssh-add KEYFILE"
+        return Check("agent", "info", f"{agent.kind} ({agent.why}): holds no keys", add)
+    listing = "; ".join(f"{k.algorithm} {k.fingerprint} {k.comment}".rstrip() for k in held)
+    return Check("agent", "ok", f"{agent.kind} ({agent.why}): {len(held)} key(s): {listing}")
 
 
 def check_public_key(config: Config) -> Check:
@@ -296,7 +322,7 @@ def run_checks(
 ) -> list[Check]:
     """Every check, in the order a user would fix them."""
     config_check, config = check_config(config_path)
-    results = [*check_keys(config), check_public_key(config), config_check]
+    results = [*check_keys(config), check_agent(), check_public_key(config), config_check]
     results += check_folders(config)
     daemon_check, status = check_daemon(config, call)
     results += [daemon_check, check_service(), check_tray()]
