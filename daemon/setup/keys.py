@@ -30,6 +30,7 @@ __all__ = [
     "OwnKey",
     "clipboard_tools",
     "copy_to_clipboard",
+    "export_ppk",
     "generate",
     "import_ppk",
     "own_key_path",
@@ -179,6 +180,23 @@ def import_ppk(
         else {"ssh-ed25519": "ed25519", "ssh-rsa": "rsa"}.get(algorithm, algorithm)
     )
     return write_key(key, output or own_key_path(kind), passphrase)
+
+
+def export_ppk(
+    source: Path, output: Path, passphrase: str | None = None, new_passphrase: str | None = None
+) -> Path:
+    """Write the key at ``source`` as a PuTTY v3 ``.ppk`` at ``output`` (0600, never over
+    an existing file), encrypted with ``new_passphrase``, else with the key's own."""
+    key = read_private(source, passphrase)
+    if output.exists():
+        raise KeyFileError(f"{output} exists; it was left unchanged (nothing overwrites a key)")
+    data = ppk.to_ppk(key, new_passphrase or passphrase)
+    try:
+        write_new(output, data, 0o600)
+    except FileExistsError:
+        raise KeyFileError(f"{output} exists; it was left unchanged") from None
+    log.info("wrote PuTTY key %s (%s)", output, key.get_fingerprint("sha256"))
+    return output
 
 
 def clipboard_tools(
