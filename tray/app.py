@@ -35,7 +35,7 @@ from jobtunnel.daemon.api.schema import (
 from jobtunnel.daemon.config import ConfigError, default_config_text, load_config
 from jobtunnel.daemon.logs import log_file, setup_logging
 
-from . import backend, desktop, gui_thread
+from . import backend, desktop, gui_thread, putty
 from .icon import Overall, draw, overall, tooltip
 from .menu import Action, Item, MenuContext, build_menu
 from .notify import Notice, NoticePolicy, Notifier
@@ -80,6 +80,7 @@ class TrayApp:
         self._transport: str | None = None
         self._control_path: Path | None = None
         self._identity = str(paths.key_file())
+        self._putty = putty.find_putty()
         self._load_config()
         self.notifier = Notifier(self._send_notification)
 
@@ -107,6 +108,7 @@ class TrayApp:
             config_file=str(self.config_path or paths.config_file()),
             starting_daemon=starting,
             detail=self.detail,
+            putty=self._putty,
         )
 
     # -- state -> icon -----------------------------------------------------------------
@@ -228,6 +230,8 @@ class TrayApp:
         elif kind is TrayAction.COPY_TEXT:
             if not desktop.copy_text(a[0]):
                 self.tell("Cannot copy", f"no clipboard here; the {a[1]} is: {a[0]}")
+        elif kind is TrayAction.OPEN_PUTTY:
+            threading.Thread(target=self._open_putty, args=(a[0], a[1], a[2:]), daemon=True).start()
         elif kind is TrayAction.COPY_PUBLIC_KEY:
             key = Path(a[0])
             if not key.exists():
@@ -252,6 +256,19 @@ class TrayApp:
                 self._redraw()
         elif kind is TrayAction.QUIT:
             self.quit()
+
+    def _open_putty(self, ppk: str, identity: str, argv: Sequence[str]) -> None:
+        """PuTTY on the cluster; its .ppk is written from jobtunnel's key the first time."""
+        if not Path(ppk).exists():
+            why = desktop.export_ppk(identity, ppk)
+            if why is not None:
+                self.tell(
+                    "Cannot open PuTTY",
+                    f"{why}; run: jobtunnel keys export --ppk {ppk} --file {identity}",
+                )
+                return
+            log.info("wrote %s for PuTTY", ppk)
+        desktop.start_program(list(argv))
 
     def _add_job_log(self, folder: Path) -> None:
         def chosen(path: Path | None) -> None:

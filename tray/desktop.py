@@ -16,10 +16,12 @@ __all__ = [
     "choose_file",
     "clipboard_commands",
     "copy_text",
+    "export_ppk",
     "open_command",
     "open_path",
     "open_url",
     "spawn_daemon",
+    "start_program",
 ]
 
 log = logging.getLogger(__name__)
@@ -130,6 +132,28 @@ def choose_file(folder: Path, done: Callable[[Path | None], None]) -> bool:
 
     GLib.idle_add(ask)
     return True
+
+
+def start_program(argv: list[str]) -> int:
+    """Start a program detached from the tray (PuTTY, say); its pid."""
+    return _detached(argv).pid
+
+
+def export_ppk(identity_file: str, ppk: str) -> str | None:
+    """Write ``ppk`` from ``identity_file`` with ``jobtunnel keys export``; None when done,
+    else why not (an encrypted key needs its passphrase typed on a terminal)."""
+    argv = [sys.executable, "-m", "jobtunnel.daemon", "keys", "export", "--ppk", ppk]
+    argv += ["--file", identity_file]
+    try:
+        done = subprocess.run(
+            argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60
+        )
+    except (OSError, subprocess.SubprocessError) as exc:
+        return str(exc)
+    if done.returncode == 0:
+        return None
+    said = (done.stderr or done.stdout).strip().splitlines()
+    return said[-1] if said else f"exit status {done.returncode}"
 
 
 def spawn_daemon(config: Path | None = None) -> int:

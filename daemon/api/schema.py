@@ -129,6 +129,7 @@ class TrayAction(enum.StrEnum):
 
     OPEN_URL = "open_url"  # (url,)
     COPY_TEXT = "copy_text"  # (text, what)
+    OPEN_PUTTY = "open_putty"  # (ppk, identity_file, *putty_argv)
     RECONNECT = "reconnect"  # (name,)
     CONNECT = "connect"  # (name,)
     DISCONNECT = "disconnect"  # (name,)
