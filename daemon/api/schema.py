@@ -116,6 +116,7 @@ class Command(enum.StrEnum):
     RESUME = "resume"
     STOP = "stop"
     SWITCH = "switch"
+    RELOAD = "reload"  # re-read the config (what SIGHUP does, where there is one)
 
 
 class EventName(enum.StrEnum):
