@@ -16,7 +16,14 @@ import sys
 import tempfile
 from pathlib import Path
 
-__all__ = ["permission_problem", "private_dir", "replace_atomically", "write_new"]
+__all__ = [
+    "permission_problem",
+    "private_dir",
+    "private_dir_posix",
+    "private_dir_windows",
+    "replace_atomically",
+    "write_new",
+]
 
 log = logging.getLogger(__name__)
 
@@ -72,33 +79,37 @@ def replace_atomically(path: Path, data: str | bytes, mode: int = 0o600) -> None
 
 
 def _fsync_dir(folder: Path) -> None:
-    """Make the rename durable; not possible on Windows nor on every file system."""
-    if sys.platform == "win32":
-        return
-    try:
-        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    except OSError as exc:
-        log.warning("cannot open %s to flush it: %s", folder, exc.strerror)
-        return
-    try:
-        os.fsync(fd)
-    except OSError as exc:
-        if exc.errno not in (errno.EINVAL, errno.ENOTSUP):
-            log.warning("cannot flush directory %s: %s", folder, exc.strerror)
-    finally:
-        os.close(fd)
+    """Make the rename durable; Windows cannot open a folder for it (NTFS's rename is)."""
+    if sys.platform != "win32":
+        try:
+            fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+        except OSError as exc:
+            log.warning("cannot open %s to flush it: %s", folder, exc.strerror)
+            return
+        try:
+            os.fsync(fd)
+        except OSError as exc:
+            if exc.errno not in (errno.EINVAL, errno.ENOTSUP):
+                log.warning("cannot flush directory %s: %s", folder, exc.strerror)
+        finally:
+            os.close(fd)
 
 
 def private_dir(folder: Path) -> bool:
-    """Create ``folder`` (0700) or tighten it to 0700; False if it is shared and was left.
+    """Create ``folder`` private to the user, or tighten it; False if it is shared and was left.
 
-    A shared folder such as /tmp (sticky or writable by others) is never tightened: that
-    would break everyone else. The caller decides whether that is an error. On Windows a
-    folder under the user's profile is already private to the user.
+    POSIX: mode 0700. A shared folder such as /tmp (sticky or writable by others) is never
+    tightened: that would break everyone else. Windows: see :func:`private_dir_windows`.
+    The caller decides whether False is an error.
     """
-    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
     if sys.platform == "win32":
-        return True
+        return private_dir_windows(folder, os.environ.get("USERPROFILE"))
+    else:
+        return private_dir_posix(folder)
+
+
+def private_dir_posix(folder: Path) -> bool:
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
     mode = folder.stat().st_mode
     if mode & (stat.S_ISVTX | stat.S_IWOTH):
         return False
@@ -107,18 +118,44 @@ def private_dir(folder: Path) -> bool:
     return True
 
 
+def private_dir_windows(folder: Path, profile: str | None) -> bool:
+    """Private by the user profile's ACL: True only for a folder inside ``profile``.
+
+    Everything jobtunnel keeps lives under ``%LOCALAPPDATA%`` (platformdirs), whose
+    inherited ACL grants the user, SYSTEM and Administrators only, the same reliance
+    Windows' own OpenSSH has for ``~/.ssh``. jobtunnel writes no ACL itself (no
+    ``icacls``): a wrong one could lock the user out or leave the folder open, and none
+    can be tried here. A folder outside the profile (``XDG_*`` or ``--config`` pointing
+    elsewhere) is reported as shared.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    if not profile:
+        return False
+    try:
+        folder.resolve().relative_to(Path(profile).resolve())
+    except ValueError:
+        return False
+    return True
+
+
 def permission_problem(path: Path) -> str | None:
     """Why a private key must not be used (readable by group or others), with the fix.
 
-    As OpenSSH does, only keys owned by the current user are checked, and only on POSIX.
+    As OpenSSH does, only keys owned by the current user are checked, and only on POSIX
+    (on Windows the key's folder is private by the profile's ACL, see private_dir_windows).
     """
     if sys.platform == "win32":
         return None
+    else:
+        return _posix_permission_problem(path, os.getuid())
+
+
+def _posix_permission_problem(path: Path, uid: int) -> str | None:
     try:
         st = path.stat()
     except OSError:
         return None
-    if st.st_uid != os.getuid() or not st.st_mode & 0o077:
+    if st.st_uid != uid or not st.st_mode & 0o077:
         return None
     return (
         f"private key {path} is readable by others (mode {st.st_mode & 0o777:04o}); "

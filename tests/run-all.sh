@@ -43,5 +43,10 @@ echo "==> mypy"
 (cd build/typecheck && "../../$VENV/bin/mypy" --config-file ../../pyproject.toml \
     -p jobtunnel.daemon -p jobtunnel.tray)
 MYPYPATH=build/typecheck "$VENV/bin/mypy" --config-file pyproject.toml --explicit-package-bases benchmarks
+# Windows and macOS cannot run here: their branches are type-checked as those platforms.
+for platform in win32 darwin; do
+    (cd build/typecheck && "../../$VENV/bin/mypy" --config-file ../../pyproject.toml \
+        --platform "$platform" -p jobtunnel.daemon -p jobtunnel.tray)
+done
 echo "==> pytest"
 exec "$VENV/bin/python" -m pytest "$@"

@@ -4,7 +4,9 @@ The worker thread runs asyncio: it subscribes to the daemon's status events, rec
 with a backoff of at most 2 s when the daemon is gone, and hands every snapshot to
 :meth:`TrayApp.show`, which redraws the icon, tooltip and menu (pure functions of the
 snapshot) and passes the change to the notification policy. Menu clicks arrive on the
-GUI thread and are handed back to the worker (control requests) or done at once.
+GUI thread and are handed back to the worker (control requests) or done at once. The
+icon itself (image, title, menu, visibility, notifications, stop) is touched only on the
+GUI thread, through :mod:`.gui_thread`.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from jobtunnel.daemon.api.schema import (
 from jobtunnel.daemon.config import ConfigError, default_config_text, load_config
 from jobtunnel.daemon.logs import log_file, setup_logging
 
-from . import backend, desktop
+from . import backend, desktop, gui_thread, putty
 from .icon import Overall, draw, overall, tooltip
 from .menu import Action, Item, MenuContext, build_menu
 from .notify import Notice, NoticePolicy, Notifier
@@ -71,10 +73,14 @@ class TrayApp:
         self._shown_state: Overall | None = None
         self._shown_title: str | None = None
         self._shown_menu: tuple[Item, ...] | None = None
-        self._lock = threading.Lock()
+        # Reentrant: a redraw on the GUI thread applies at once, under the same lock.
+        self._lock = threading.RLock()
+        self.gui: gui_thread.GuiThread | None = None  # set by run()
+        self._wanted: tuple[Any, Overall, str, tuple[Item, ...]] | None = None
         self._transport: str | None = None
         self._control_path: Path | None = None
         self._identity = str(paths.key_file())
+        self._putty = putty.find_putty()
         self._load_config()
         self.notifier = Notifier(self._send_notification)
 
@@ -102,6 +108,7 @@ class TrayApp:
             config_file=str(self.config_path or paths.config_file()),
             starting_daemon=starting,
             detail=self.detail,
+            putty=self._putty,
         )
 
     # -- state -> icon -----------------------------------------------------------------
@@ -150,11 +157,29 @@ class TrayApp:
         icon = self.icon
         if icon is None:
             return
+        pending = self._wanted is not None
+        title = tooltip(self.snapshot, self.detail)
+        self._wanted = (icon, overall(self.snapshot), title, self.menu_model())
+        if not pending:  # one call in flight carries the latest wanted state
+            self.on_gui(self._apply_wanted)
+
+    def on_gui(self, fn: Any) -> None:
+        """``fn()`` on the GUI thread (at once before ``run()``: there is no other then)."""
+        gui = self.gui
+        if gui is None:
+            fn()
+        else:
+            gui.call(fn)
+
+    def _apply_wanted(self) -> None:
+        """On the GUI thread: bring the icon to the latest wanted state."""
         from .pystray_menu import to_pystray
 
-        state = overall(self.snapshot)
-        title = tooltip(self.snapshot, self.detail)
-        model = self.menu_model()
+        with self._lock:
+            wanted, self._wanted = self._wanted, None
+        if wanted is None:
+            return
+        icon, state, title, model = wanted
         if state is not self._shown_state:
             icon.icon = draw(state, ICON_SIZE)
             self._shown_state = state
@@ -166,9 +191,10 @@ class TrayApp:
             self._shown_menu = model
 
     def _send_notification(self, message: str, title: str) -> None:
-        if self.icon is None:
+        icon = self.icon
+        if icon is None:
             raise RuntimeError("no icon yet")
-        self.icon.notify(message, title)
+        self.on_gui(lambda: icon.notify(message, title))
 
     def tell(self, title: str, message: str) -> None:
         """Feedback to a click (not rate-limited, not a status notice)."""
@@ -206,6 +232,8 @@ class TrayApp:
         elif kind is TrayAction.COPY_TEXT:
             if not desktop.copy_text(a[0]):
                 self.tell("Cannot copy", f"no clipboard here; the {a[1]} is: {a[0]}")
+        elif kind is TrayAction.OPEN_PUTTY:
+            threading.Thread(target=self._open_putty, args=(a[0], a[1], a[2:]), daemon=True).start()
         elif kind is TrayAction.COPY_PUBLIC_KEY:
             key = Path(a[0])
             if not key.exists():
@@ -230,6 +258,19 @@ class TrayApp:
                 self._redraw()
         elif kind is TrayAction.QUIT:
             self.quit()
+
+    def _open_putty(self, ppk: str, identity: str, argv: Sequence[str]) -> None:
+        """PuTTY on the cluster; its .ppk is written from jobtunnel's key the first time."""
+        if not Path(ppk).exists():
+            why = desktop.export_ppk(identity, ppk)
+            if why is not None:
+                self.tell(
+                    "Cannot open PuTTY",
+                    f"{why}; run: jobtunnel keys export --ppk {ppk} --file {identity}",
+                )
+                return
+            log.info("wrote %s for PuTTY", ppk)
+        desktop.start_program(list(argv))
 
     def _add_job_log(self, folder: Path) -> None:
         def chosen(path: Path | None) -> None:
@@ -311,18 +352,22 @@ class TrayApp:
         if loop is not None and task is not None and not loop.is_closed():
             with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(task.cancel)
-        if self.icon is not None:
-            self.icon.stop()
+        icon = self.icon
+        if icon is not None:
+            self.on_gui(icon.stop)
 
-    def run(self) -> int:
-        """Show the icon (blocks the calling thread, which must be the main thread)."""
+    def run(self, pystray: Any = None, post: gui_thread.Post | None = None) -> int:
+        """Show the icon (blocks the calling thread, which must be the main thread).
+
+        ``pystray`` and ``post`` (how to reach this thread) are for tests with a fake backend.
+        """
         name, usable, why = backend.describe()
         if usable:
             log.info("tray backend: %s (%s)", name, why)
         else:
             log.warning("tray backend: %s without a usable menu: %s", name, why)
         try:
-            pystray = backend.import_pystray()
+            pystray = pystray or backend.import_pystray()
         except ImportError as exc:
             log.error("no system tray here: %s", exc)
             return 1
@@ -345,10 +390,12 @@ class TrayApp:
                 self._shown_title,
                 menu=to_pystray(self._shown_menu, self.dispatch),
             )
+            self.gui = gui_thread.GuiThread(post or gui_thread.post_for(loaded, self.icon))
         worker = threading.Thread(target=self._worker, name="jobtunnel-tray-daemon", daemon=True)
 
         def setup(icon: Any) -> None:
-            icon.visible = True
+            # pystray calls this on a thread of its own.
+            self.on_gui(lambda: setattr(icon, "visible", True))
             worker.start()
 
         try:

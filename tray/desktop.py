@@ -12,7 +12,17 @@ import webbrowser
 from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["choose_file", "copy_text", "open_path", "open_url", "spawn_daemon"]
+__all__ = [
+    "choose_file",
+    "clipboard_commands",
+    "copy_text",
+    "export_ppk",
+    "open_command",
+    "open_path",
+    "open_url",
+    "spawn_daemon",
+    "start_program",
+]
 
 log = logging.getLogger(__name__)
 
@@ -34,16 +44,30 @@ def _detached(argv: list[str], env: dict[str, str] | None = None) -> subprocess.
     )
 
 
+def open_command(
+    path: Path, platform: str = sys.platform, which: Callable[[str], str | None] = shutil.which
+) -> list[str] | None:
+    """The command that opens ``path`` in its default application; None: ask the browser.
+
+    Windows opens with ``os.startfile`` (no command): None there too.
+    """
+    if platform == "darwin":
+        return ["open", str(path)]
+    if platform != "win32" and which("xdg-open"):
+        return ["xdg-open", str(path)]
+    return None
+
+
 def open_path(path: Path) -> None:
     """Open a file or folder with the desktop's default application."""
     if sys.platform == "win32":
         os.startfile(path)
-    elif sys.platform == "darwin":
-        _detached(["open", str(path)])
-    elif shutil.which("xdg-open"):
-        _detached(["xdg-open", str(path)])
     else:
-        webbrowser.open(path.resolve().as_uri())
+        command = open_command(path)
+        if command is not None:
+            _detached(command)
+        else:
+            webbrowser.open(path.resolve().as_uri())
 
 
 def open_url(url: str) -> None:
@@ -64,14 +88,7 @@ def copy_text(text: str) -> bool:
 
         GLib.idle_add(put)
         return True
-    candidates: list[list[str]]
-    if sys.platform == "win32":
-        candidates = [["clip"]]
-    elif sys.platform == "darwin":
-        candidates = [["pbcopy"]]
-    else:
-        candidates = [["wl-copy"], ["xclip", "-selection", "clipboard"], ["xsel", "-bi"]]
-    for argv in candidates:
+    for argv in clipboard_commands():
         if shutil.which(argv[0]) is None:
             continue
         data = text.encode("utf-16-le" if argv[0] == "clip" else "utf-8")
@@ -82,6 +99,15 @@ def copy_text(text: str) -> bool:
             continue
         return True
     return False
+
+
+def clipboard_commands(platform: str = sys.platform) -> list[list[str]]:
+    """Clipboard tools to try, best first; each reads the text on stdin."""
+    if platform == "win32":
+        return [["clip"]]
+    if platform == "darwin":
+        return [["pbcopy"]]
+    return [["wl-copy"], ["xclip", "-selection", "clipboard"], ["xsel", "-bi"]]
 
 
 def choose_file(folder: Path, done: Callable[[Path | None], None]) -> bool:
@@ -106,6 +132,28 @@ def choose_file(folder: Path, done: Callable[[Path | None], None]) -> bool:
 
     GLib.idle_add(ask)
     return True
+
+
+def start_program(argv: list[str]) -> int:
+    """Start a program detached from the tray (PuTTY, say); its pid."""
+    return _detached(argv).pid
+
+
+def export_ppk(identity_file: str, ppk: str) -> str | None:
+    """Write ``ppk`` from ``identity_file`` with ``jobtunnel keys export``; None when done,
+    else why not (an encrypted key needs its passphrase typed on a terminal)."""
+    argv = [sys.executable, "-m", "jobtunnel.daemon", "keys", "export", "--ppk", ppk]
+    argv += ["--file", identity_file]
+    try:
+        done = subprocess.run(
+            argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60
+        )
+    except (OSError, subprocess.SubprocessError) as exc:
+        return str(exc)
+    if done.returncode == 0:
+        return None
+    said = (done.stderr or done.stdout).strip().splitlines()
+    return said[-1] if said else f"exit status {done.returncode}"
 
 
 def spawn_daemon(config: Path | None = None) -> int:

@@ -32,6 +32,7 @@ from jobtunnel.daemon.api.schema import (
 )
 
 from .icon import tooltip
+from .putty import ppk_for, putty_command
 
 __all__ = [
     "SEPARATOR",
@@ -123,6 +124,8 @@ class MenuContext:
     starting_daemon: bool = False
     # Why the daemon does not answer (shown when it is not running).
     detail: str | None = None
+    # PuTTY's executable where it is installed: adds "Open in PuTTY".
+    putty: str | None = None
 
 
 def since_text(since: float | None, now: float) -> str:
@@ -270,6 +273,7 @@ def _endpoint_items(ep: EndpointView, ctx: MenuContext) -> list[Item]:
             "Copy ssh command",
             Action(TrayAction.COPY_TEXT, (ssh_command(ep, ctx.identity_file), "ssh command")),
         ),
+        *_putty_items(ep, ctx, running),
         Item("Reconnect now", Action(TrayAction.RECONNECT, (name,)), enabled=running),
         *trust,
         Item("Disconnect", Action(TrayAction.DISCONNECT, (name,)))
@@ -307,6 +311,14 @@ def _endpoint_items(ep: EndpointView, ctx: MenuContext) -> list[Item]:
                 )
             )
     return items
+
+
+def _putty_items(ep: EndpointView, ctx: MenuContext, running: bool) -> list[Item]:
+    if ctx.putty is None:
+        return []
+    ppk = ppk_for(ctx.identity_file)
+    argv = putty_command(ctx.putty, ep, ppk, with_forwards=not running)
+    return [Item("Open in PuTTY", Action(TrayAction.OPEN_PUTTY, (ppk, ctx.identity_file, *argv)))]
 
 
 def _no_daemon(ctx: MenuContext) -> tuple[Item, ...]:

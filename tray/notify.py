@@ -179,10 +179,18 @@ class NoticePolicy:
         return True
 
 
-def notification_service() -> str | None:
-    """None when notifications can be shown; else why not (checked once, on Linux via D-Bus)."""
-    if sys.platform in ("win32", "darwin"):
+def notification_service(platform: str = sys.platform) -> str | None:
+    """None when notifications can be shown; else why not (checked once, on Linux via D-Bus).
+
+    Windows and macOS always can: pystray's win32 backend shows a balloon from the
+    notification-area icon, its darwin backend runs ``osascript -e 'display notification'``.
+    """
+    if platform in ("win32", "darwin"):
         return None
+    return _freedesktop_service()
+
+
+def _freedesktop_service() -> str | None:
     try:
         import gi
 

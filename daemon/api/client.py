@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from . import unixsock
 from .wire import (
     CLIENT_LIMIT,
     CONNECT_TIMEOUT,
@@ -81,7 +82,7 @@ class ControlClient:
             if self.transport == "unix":
                 if not self.path.exists():
                     raise DaemonNotRunning()
-                opening = asyncio.open_unix_connection(str(self.path), limit=CLIENT_LIMIT)
+                opening = unixsock.open_connection(str(self.path), CLIENT_LIMIT)
             else:
                 port, token = self._read_token_file()
                 opening = asyncio.open_connection("127.0.0.1", port, limit=CLIENT_LIMIT)

@@ -120,6 +120,7 @@ class Command(enum.StrEnum):
     SWITCH = "switch"
     FORWARD = "forward"
     SERVICES = "services"
+    RELOAD = "reload"  # re-read the config (what SIGHUP does, where there is one)
 
 
 class EventName(enum.StrEnum):
@@ -133,6 +134,7 @@ class TrayAction(enum.StrEnum):
 
     OPEN_URL = "open_url"  # (url,)
     COPY_TEXT = "copy_text"  # (text, what)
+    OPEN_PUTTY = "open_putty"  # (ppk, identity_file, *putty_argv)
     RECONNECT = "reconnect"  # (name,)
     CONNECT = "connect"  # (name,)
     DISCONNECT = "disconnect"  # (name,)

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from ..files import private_dir, replace_atomically
+from . import unixsock
 from .wire import (
     AUTH_TIMEOUT,
     CONNECT_TIMEOUT,
@@ -185,9 +186,7 @@ class ControlServer:
                 raise ControlError(f"another jobtunnel daemon is listening on {self.path}")
             self.path.unlink()
             log.info("removed stale control socket %s", self.path)
-        self._server = await asyncio.start_unix_server(
-            self._on_client, path=str(self.path), limit=MAX_MESSAGE
-        )
+        self._server = await unixsock.start_server(self._on_client, str(self.path), MAX_MESSAGE)
         # The 0700 directory already keeps others out while the mode is the umask's.
         os.chmod(self.path, 0o600)
         self._inode = self.path.stat().st_ino
@@ -285,12 +284,13 @@ class ControlServer:
         if self.transport == "unix":
             pid, uid = _peer_creds(conn.writer.get_extra_info("socket"))
             conn.peer = f"pid {pid}" if pid is not None else conn.peer
-            if uid != os.getuid():
+            own = unixsock.current_uid()
+            if uid is None or uid != own:
                 log.warning(
-                    "refused control connection from pid %s uid %s (the daemon runs as uid %d)",
+                    "refused control connection from pid %s uid %s (the daemon runs as uid %s)",
                     pid,
                     uid,
-                    os.getuid(),
+                    own,
                 )
                 return await self._refuse(conn, "refused: not the daemon's user")
             return True
@@ -407,7 +407,7 @@ def _peer_name(writer: asyncio.StreamWriter) -> str:
 async def _unix_alive(path: Path) -> bool:
     try:
         _reader, writer = await asyncio.wait_for(
-            asyncio.open_unix_connection(str(path)), CONNECT_TIMEOUT
+            unixsock.open_connection(str(path)), CONNECT_TIMEOUT
         )
     except (OSError, TimeoutError):
         return False

@@ -67,8 +67,9 @@ class ControlError(Exception):
     """
 
 
-def default_transport() -> TransportKind:
-    return "tcp" if os.name == "nt" else "unix"
+def default_transport(os_name: str = os.name) -> TransportKind:
+    """Windows (``nt``) has no Unix sockets for asyncio: TCP on loopback with a token file."""
+    return "tcp" if os_name == "nt" else "unix"
 
 
 def transport_kind(name: str | None) -> TransportKind:

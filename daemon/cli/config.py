@@ -30,7 +30,8 @@ def config(parser: argparse.ArgumentParser) -> None:
         "examples:\n"
         "  jobtunnel config init     write the commented default config\n"
         "  jobtunnel config check    validate it (file, line and key of every error)\n"
-        "  jobtunnel config show     the effective settings, defaults included"
+        "  jobtunnel config show     the effective settings, defaults included\n"
+        "  jobtunnel config reload   make the running daemon re-read it (SIGHUP does too)"
     )
     sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
     sub.add_parser("path", help="print where the config file is").set_defaults(func=run_path)
@@ -43,6 +44,10 @@ def config(parser: argparse.ArgumentParser) -> None:
     sub.add_parser(
         "init", help="write the commented default config (never overwrites)"
     ).set_defaults(func=run_init)
+    sub.add_parser(
+        "reload",
+        help="make the running daemon re-read the config (every platform; SIGHUP on POSIX)",
+    ).set_defaults(func=run_reload)
 
 
 def run_path(args: argparse.Namespace) -> int:
@@ -66,6 +71,15 @@ def run_show(args: argparse.Namespace) -> int:
 def run_check(args: argparse.Namespace) -> int:
     _, path = load(args)
     out(f"{path}: OK" if path.exists() else f"{path}: not present; every default applies")
+    return 0
+
+
+def run_reload(args: argparse.Namespace) -> int:
+    from .control import call
+
+    load(args)  # a broken file is named here, before the daemon refuses it
+    call(args, "reload")
+    out("the daemon re-read its config; only tunnels whose settings changed were reopened")
     return 0
 
 

@@ -25,6 +25,7 @@ def keys_command(parser: argparse.ArgumentParser) -> None:
         "  jobtunnel keys generate               a new Ed25519 key (never overwrites one)\n"
         "  jobtunnel keys show --copy            the public key, on the clipboard too\n"
         "  jobtunnel keys import ~/work.ppk      a PuTTYgen key, converted\n"
+        "  jobtunnel keys export --ppk key.ppk   the key for PuTTY and Pageant (PPK v3)\n"
         "  jobtunnel keys remember               its passphrase, in the OS keyring"
     )
     sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
@@ -69,6 +70,19 @@ def keys_command(parser: argparse.ArgumentParser) -> None:
     imp.add_argument("file", metavar="FILE.ppk", help="the PuTTY private key file")
     imp.add_argument("--output", metavar="PATH", help="write here instead of the own key path")
     imp.set_defaults(func=run_import)
+    exp = sub.add_parser(
+        "export",
+        help="write jobtunnel's key as a PuTTY .ppk (for PuTTY, Pageant, WinSCP)",
+        description=(
+            "Write jobtunnel's key (or --file KEY) as a PuTTY version 3 key file, mode "
+            "0600, with the key's comment. An encrypted key keeps its passphrase; "
+            "--passphrase asks for a new one. An existing file is never overwritten."
+        ),
+    )
+    exp.add_argument("--ppk", metavar="FILE", required=True, help="the .ppk file to write")
+    exp.add_argument("--file", metavar="KEY", help="another private key than jobtunnel's own")
+    exp.add_argument("--passphrase", action="store_true", help="encrypt with a new passphrase")
+    exp.set_defaults(func=run_export)
     rem = sub.add_parser(
         "remember",
         help="keep the key's passphrase in the OS keyring for the daemon",
@@ -176,6 +190,30 @@ def run_import(args: argparse.Namespace) -> int:
     kept = ", same passphrase" if phrase else ""
     err(f"imported {source} -> {path} (OpenSSH format, mode 0600{kept})")
     show_public(path)
+    return 0
+
+
+def run_export(args: argparse.Namespace) -> int:
+    source = _own_key(args)
+    output = Path(args.ppk).expanduser()
+    phrase = None
+    try:
+        keys.read_private(source)
+    except keys.KeyFileError as exc:
+        if "assphrase" not in str(exc):
+            raise _key_fail(exc) from None
+        phrase = passphrase.ask(f"Passphrase for {source}: ")
+        if not phrase:
+            raise Fail(
+                f"{source} is encrypted: run this on a terminal to type its passphrase"
+            ) from None
+    new = new_passphrase(args.passphrase)
+    try:
+        keys.export_ppk(source, output, phrase, new)
+    except keys.KeyFileError as exc:
+        raise _key_fail(exc) from None
+    kept = ", encrypted" if new or phrase else ""
+    err(f"wrote {output} (PuTTY v3 key, mode 0600{kept}) from {source}")
     return 0
 
 

@@ -54,6 +54,7 @@ class Handlers:
             Command.SWITCH: self._cmd_switch,
             Command.FORWARD: self._cmd_forward,
             Command.SERVICES: self._cmd_services,
+            Command.RELOAD: self._cmd_reload,
         }
 
     def _resolve(self, args: dict[str, Any]) -> Record:
@@ -219,6 +220,12 @@ class Handlers:
         await self.service._apply(self.service.book.resume(records))
         self.service._publish()
         return [rec.name for rec in records]
+
+    async def _cmd_reload(self, args: dict[str, Any]) -> Any:
+        errors = await self.service.reload()
+        if errors is not None:
+            raise CommandError(f"config not reloaded, the old one stays in force:\n{errors}")
+        return {"reloaded": str(self.service.config_path or "the default config")}
 
     async def _cmd_stop(self, args: dict[str, Any]) -> Any:
         # Reply first; the shutdown follows on the next loop turn.

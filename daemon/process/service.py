@@ -363,13 +363,14 @@ class Service:
 
     # -- config reload ---------------------------------------------------------------
 
-    async def reload(self) -> None:
-        """SIGHUP: re-read the config; apply what changed, keep unaffected tunnels."""
+    async def reload(self) -> str | None:
+        """SIGHUP or ``config reload``: re-read the config; apply what changed, keep
+        unaffected tunnels. The config's errors when it was not reloaded, else None."""
         try:
             config, _ = load_config(self.config_path)
         except ConfigError as exc:
             log.error("config not reloaded, the old one stays in force:\n%s", exc)
-            return
+            return str(exc)
         old, self.config = self.config, config
         self.book.limits = limits_of(config)
         if (config.watch, config.detect) != (old.watch, old.detect):
@@ -393,6 +394,7 @@ class Service:
         self._save_soon()
         self._publish()
         log.info("config reloaded from %s", self.config_path or paths.config_file())
+        return None
 
     # -- status ----------------------------------------------------------------------
 

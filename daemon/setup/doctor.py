@@ -14,10 +14,10 @@ import os
 import shlex
 import socket
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from .. import paths
 from ..api.schema import Command, SchemaError, StatusSnapshot, from_wire
@@ -26,8 +26,12 @@ from ..core.forward import parse_dynamic, parse_forward
 from ..files import permission_problem
 from . import keys
 
+if TYPE_CHECKING:
+    from ..engine.agent import Agent, AgentKey
+
 __all__ = [
     "Check",
+    "check_agent",
     "check_config",
     "check_daemon",
     "check_folders",
@@ -36,8 +40,10 @@ __all__ = [
     "check_public_key",
     "check_service",
     "check_tray",
+    "port_holder_command",
     "run_checks",
     "service_file",
+    "start_daemon_command",
     "usable_keys",
 ]
 
@@ -94,6 +100,28 @@ def check_keys(config: Config) -> list[Check]:
     return out
 
 
+def check_agent(
+    find: Callable[[], Agent] | None = None,
+    keys_of: Callable[[Agent], list[AgentKey]] | None = None,
+) -> Check:
+    """Which SSH agent the tunnels would ask (ssh-agent, Pageant, Windows' OpenSSH agent)
+    and which keys it holds; informational, since a key file works without one."""
+    from ..engine.agent import agent_keys, choose_agent
+
+    agent = (find or choose_agent)()
+    if agent.kind == "none":
+        return Check("agent", "info", f"none: {agent.why}")
+    try:
+        held = (keys_of or agent_keys)(agent)
+    except OSError as exc:
+        return Check("agent", "info", f"{agent.kind} ({agent.why}) does not answer: {exc}")
+    if not held:
+        add = "add your key in Pageant" if agent.kind == "pageant" else "ssh-add KEYFILE"
+        return Check("agent", "info", f"{agent.kind} ({agent.why}): holds no keys", add)
+    listing = "; ".join(f"{k.algorithm} {k.fingerprint} {k.comment}".rstrip() for k in held)
+    return Check("agent", "ok", f"{agent.kind} ({agent.why}): {len(held)} key(s): {listing}")
+
+
 def check_public_key(config: Config) -> Check:
     """The public key to paste into Rescale, with its fingerprint."""
     found = usable_keys(config)
@@ -148,13 +176,7 @@ def check_daemon(
     try:
         reply = call(Command.STATUS, transport=config.daemon.control, timeout=5.0)
     except DaemonNotRunning:
-        unit = service_file()
-        installed = unit.exists() and sys.platform.startswith("linux")
-        fix = (
-            "systemctl --user start jobtunnel"
-            if installed
-            else "jobtunnel run (or install the login service)"
-        )
+        fix = start_daemon_command(installed=service_file().exists())
         return Check("daemon", "fail", "not running", fix), None
     except (ControlError, OSError, TimeoutError) as exc:
         return Check(
@@ -192,19 +214,22 @@ def check_service(platform: str = sys.platform) -> Check:
     )
 
 
-def check_tray() -> Check:
+def check_tray(
+    platform: str = sys.platform,
+    environ: Mapping[str, str] = os.environ,
+    tray_backend: Callable[[], Any] = lambda: importlib.import_module("jobtunnel.tray.backend"),
+) -> Check:
     """Which tray backend the tray would use, and why (informational)."""
     with contextlib.suppress(ImportError, AttributeError):
-        backend = importlib.import_module("jobtunnel.tray.backend")
-        name, menu, why = backend.describe()
+        name, menu, why = tray_backend().describe()
         status: Status = "info"
         return Check("tray", status, f"{name}{'' if menu else ' (no menu)'}: {why}")
-    forced = os.environ.get("PYSTRAY_BACKEND")
+    forced = environ.get("PYSTRAY_BACKEND")
     if forced:
         return Check("tray", "info", f"{forced}: forced by PYSTRAY_BACKEND")
-    if sys.platform in ("win32", "darwin"):
-        return Check("tray", "info", f"{sys.platform}: the native tray")
-    if not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+    if platform in ("win32", "darwin"):
+        return Check("tray", "info", f"{platform}: the native tray")
+    if not (environ.get("DISPLAY") or environ.get("WAYLAND_DISPLAY")):
         return Check("tray", "info", "none: no display (DISPLAY / WAYLAND_DISPLAY unset)")
     if importlib.util.find_spec("gi") is None:
         return Check(
@@ -232,6 +257,26 @@ def _bind_free(host: str, port: int) -> str | None:
         except OSError as exc:
             return exc.strerror or str(exc)
     return None
+
+
+def port_holder_command(port: int, platform: str = sys.platform) -> str:
+    """The command that names the process listening on ``port``, in this OS's words."""
+    if platform == "win32":
+        return f"netstat -ano | findstr :{port}"
+    if platform == "darwin":
+        return f"lsof -nP -iTCP:{port} -sTCP:LISTEN"
+    return f"ss -ltnp 'sport = :{port}'"
+
+
+def start_daemon_command(platform: str = sys.platform, installed: bool = True) -> str:
+    """How to start the daemon: its login service when installed, else by hand."""
+    if not installed:
+        return "jobtunnel run (or install the login service)"
+    if platform == "win32":
+        return "schtasks /Run /TN jobtunnel"
+    if platform == "darwin":
+        return "launchctl kickstart gui/$(id -u)/com.jobtunnel.daemon"
+    return "systemctl --user start jobtunnel"
 
 
 def _daemon_ports(status: StatusSnapshot | None) -> set[int]:
@@ -265,7 +310,7 @@ def check_ports(config: Config, daemon_status: StatusSnapshot | None = None) -> 
                     "local port",
                     "fail",
                     f"{where} not available ({why}); tunnels would use the next free port",
-                    f"see who holds it: ss -ltnp 'sport = :{spec.local_port}'; "
+                    f"see who holds it: {port_holder_command(spec.local_port)}; "
                     "or change tunnels.forwards",
                 )
             )
@@ -277,7 +322,7 @@ def run_checks(
 ) -> list[Check]:
     """Every check, in the order a user would fix them."""
     config_check, config = check_config(config_path)
-    results = [*check_keys(config), check_public_key(config), config_check]
+    results = [*check_keys(config), check_agent(), check_public_key(config), config_check]
     results += check_folders(config)
     daemon_check, status = check_daemon(config, call)
     results += [daemon_check, check_service(), check_tray()]

@@ -14,6 +14,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +30,7 @@ __all__ = [
     "OwnKey",
     "clipboard_tools",
     "copy_to_clipboard",
+    "export_ppk",
     "generate",
     "import_ppk",
     "own_key_path",
@@ -180,16 +182,35 @@ def import_ppk(
     return write_key(key, output or own_key_path(kind), passphrase)
 
 
-def clipboard_tools() -> list[list[str]]:
+def export_ppk(
+    source: Path, output: Path, passphrase: str | None = None, new_passphrase: str | None = None
+) -> Path:
+    """Write the key at ``source`` as a PuTTY v3 ``.ppk`` at ``output`` (0600, never over
+    an existing file), encrypted with ``new_passphrase``, else with the key's own."""
+    key = read_private(source, passphrase)
+    if output.exists():
+        raise KeyFileError(f"{output} exists; it was left unchanged (nothing overwrites a key)")
+    data = ppk.to_ppk(key, new_passphrase or passphrase)
+    try:
+        write_new(output, data, 0o600)
+    except FileExistsError:
+        raise KeyFileError(f"{output} exists; it was left unchanged") from None
+    log.info("wrote PuTTY key %s (%s)", output, key.get_fingerprint("sha256"))
+    return output
+
+
+def clipboard_tools(
+    platform: str = sys.platform, environ: Mapping[str, str] = os.environ
+) -> list[list[str]]:
     """Clipboard commands worth trying here, best first (each reads the text on stdin)."""
-    if sys.platform == "darwin":
+    if platform == "darwin":
         return [["pbcopy"]]
-    if sys.platform == "win32":
+    if platform == "win32":
         return [["clip"]]
     tools: list[list[str]] = []
-    if os.environ.get("WAYLAND_DISPLAY"):
+    if environ.get("WAYLAND_DISPLAY"):
         tools.append(["wl-copy"])
-    if os.environ.get("DISPLAY"):
+    if environ.get("DISPLAY"):
         tools += [["xclip", "-selection", "clipboard"], ["xsel", "--clipboard", "--input"]]
     return tools
 

@@ -93,10 +93,11 @@ _SYSTEMD_SAFE = re.compile(r"[A-Za-z0-9_@%+=:,./-]+")
 # -- where and what: pure ------------------------------------------------------------------
 
 
-def host_platform() -> Platform:
-    if sys.platform == "darwin":
+def host_platform(platform: str = sys.platform) -> Platform:
+    """This machine's login-service platform, from ``sys.platform``'s spelling."""
+    if platform == "darwin":
         return "macos"
-    if sys.platform == "win32":
+    if platform == "win32":
         return "windows"
     return "linux"
 

@@ -1,4 +1,5 @@
-"""PuTTY private key files (``.ppk``, versions 2 and 3) read into keys OpenSSH can use.
+"""PuTTY private key files (``.ppk``): versions 2 and 3 read into keys OpenSSH can use,
+and keys written as version 3 (:func:`to_ppk`) for PuTTY users.
 
 asyncssh does not read PuTTY's format, so it is parsed here, following PuTTY's own
 documentation (appendix C of the PuTTY manual, "PPK file format"):
@@ -13,7 +14,8 @@ documentation (appendix C of the PuTTY manual, "PPK file format"):
 - the MAC covers the algorithm name, encryption name, comment, public blob and the
   decrypted private blob (padding included), each as an SSH string.
 
-Pure: bytes and a passphrase in, a key out. No file system, no prompting.
+asyncssh neither reads nor writes it (its export formats are OpenSSH, PKCS#1/#8 and
+RFC 4716). Pure: bytes and a passphrase in, a key out. No file system, no prompting.
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ import base64
 import binascii
 import hashlib
 import hmac
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,6 +44,7 @@ __all__ = [
     "needs_passphrase",
     "parse",
     "to_openssh",
+    "to_ppk",
 ]
 
 # A key file is a few kilobytes; refuse anything far larger before parsing it.
@@ -134,7 +138,9 @@ def parse(data: bytes) -> PpkFile:
         i += 1
         if not line:
             continue
-        name, sep, value = line.partition(": ")
+        # "Comment: " with an empty comment loses its space to the rstrip above.
+        name, sep, value = line.partition(":")
+        value = value.removeprefix(" ")
         if not sep:
             raise PpkError(f"line {i}: expected 'Name: value'")
         if name in ("Public-Lines", "Private-Lines"):
@@ -183,13 +189,13 @@ def needs_passphrase(data: bytes) -> bool:
     return parse(data).encrypted
 
 
-def _argon2(ppk: PpkFile, passphrase: bytes) -> bytes:
+def _argon2(headers: Mapping[str, str], passphrase: bytes) -> bytes:
     try:
         from cryptography.hazmat.primitives.kdf import argon2
     except ImportError:  # cryptography < 44
         argon2 = None  # type: ignore[assignment]
 
-    kdf_name = ppk.headers.get("Key-Derivation", "")
+    kdf_name = headers.get("Key-Derivation", "")
     kdfs: dict[str, Callable[..., Any] | None] = {
         "Argon2id": getattr(argon2, "Argon2id", None),
         "Argon2i": getattr(argon2, "Argon2i", None),
@@ -204,10 +210,10 @@ def _argon2(ppk: PpkFile, passphrase: bytes) -> bytes:
             "or re-save the key in puttygen with the default Argon2id"
         )
     try:
-        memory = int(ppk.headers["Argon2-Memory"])
-        passes = int(ppk.headers["Argon2-Passes"])
-        lanes = int(ppk.headers["Argon2-Parallelism"])
-        salt = bytes.fromhex(ppk.headers["Argon2-Salt"])
+        memory = int(headers["Argon2-Memory"])
+        passes = int(headers["Argon2-Passes"])
+        lanes = int(headers["Argon2-Parallelism"])
+        salt = bytes.fromhex(headers["Argon2-Salt"])
     except KeyError as exc:
         raise PpkError(f"the {exc.args[0]} line is missing") from None
     except ValueError:
@@ -242,7 +248,7 @@ def _decrypt(ppk: PpkFile, passphrase: str | None) -> tuple[bytes, bytes, str]:
     else:
         hash_name = "sha256"
         if ppk.encrypted:
-            derived = _argon2(ppk, secret)
+            derived = _argon2(ppk.headers, secret)
             cipher_key, iv, mac_key = derived[:32], derived[32:48], derived[48:]
         else:
             cipher_key, iv, mac_key = b"", b"", b""
@@ -255,7 +261,7 @@ def _decrypt(ppk: PpkFile, passphrase: str | None) -> tuple[bytes, bytes, str]:
     return blob, mac_key, hash_name
 
 
-def _verify_mac(ppk: PpkFile, clear: bytes, mac_key: bytes, hash_name: str) -> None:
+def _mac(ppk: PpkFile, clear: bytes, mac_key: bytes, hash_name: str) -> bytes:
     signed = b"".join(
         _ssh_string(field)
         for field in (
@@ -266,7 +272,11 @@ def _verify_mac(ppk: PpkFile, clear: bytes, mac_key: bytes, hash_name: str) -> N
             clear,
         )
     )
-    expected = hmac.new(mac_key, signed, hash_name).digest()
+    return hmac.new(mac_key, signed, hash_name).digest()
+
+
+def _verify_mac(ppk: PpkFile, clear: bytes, mac_key: bytes, hash_name: str) -> None:
+    expected = _mac(ppk, clear, mac_key, hash_name)
     if hmac.compare_digest(expected, ppk.mac):
         return
     if ppk.encrypted:
@@ -357,3 +367,80 @@ def to_openssh(
     else:
         out = key.export_private_key("openssh")
     return out
+
+
+# puttygen's defaults for a new v3 file (Argon2id, 8 MiB, one lane); it calibrates the
+# passes to its speed (8 here), 13 is about 50 ms here.
+PPK_ARGON2 = {"Argon2-Memory": "8192", "Argon2-Passes": "13", "Argon2-Parallelism": "1"}
+
+
+def _mpint(value: int) -> bytes:
+    return _ssh_string(value.to_bytes((value.bit_length() + 8) // 8, "big") if value else b"")
+
+
+def _private_blob(key: PrivateKeyTypes) -> bytes:
+    """PuTTY's private half: RSA d, p, q, iqmp; ECDSA the scalar; EdDSA the seed."""
+    if isinstance(key, rsa.RSAPrivateKey):
+        n = key.private_numbers()
+        return _mpint(n.d) + _mpint(n.p) + _mpint(n.q) + _mpint(n.iqmp)
+    if isinstance(key, ec.EllipticCurvePrivateKey):
+        return _mpint(key.private_numbers().private_value)
+    if isinstance(key, ed25519.Ed25519PrivateKey | ed448.Ed448PrivateKey):
+        raw = key.private_bytes(
+            serialization.Encoding.Raw,
+            serialization.PrivateFormat.Raw,
+            serialization.NoEncryption(),
+        )
+        return _ssh_string(raw)
+    raise PpkError(f"key type {type(key).__name__} cannot be written for PuTTY")
+
+
+def _lines(blob: bytes) -> list[str]:
+    text = base64.b64encode(blob).decode("ascii")
+    return [text[i : i + 64] for i in range(0, len(text), 64)]
+
+
+def to_ppk(key: asyncssh.SSHKey, passphrase: str | None = None) -> bytes:
+    """``key`` as a PuTTY v3 key file (what PuTTY 0.75 and later read), with its comment;
+    encrypted with ``passphrase`` (AES-256-CBC, Argon2id as puttygen does) when given."""
+    der = key.export_private_key("pkcs8-der")
+    private = serialization.load_der_private_key(der, None)
+    clear = _private_blob(private)
+    algorithm = key.get_algorithm()
+    comment = key.get_comment() or ""
+    headers = {"PuTTY-User-Key-File-3": algorithm}
+    if passphrase:
+        headers |= {"Key-Derivation": "Argon2id", **PPK_ARGON2}
+        headers["Argon2-Salt"] = os.urandom(16).hex()
+        derived = _argon2(headers, passphrase.encode("utf-8"))
+        cipher_key, iv, mac_key = derived[:32], derived[32:48], derived[48:]
+        clear += os.urandom(-len(clear) % 16)  # whole cipher blocks; the MAC covers it
+        encryptor = Cipher(algorithms.AES(cipher_key), modes.CBC(iv)).encryptor()
+        stored = encryptor.update(clear) + encryptor.finalize()
+    else:
+        mac_key, stored = b"", clear
+    ppk = PpkFile(
+        version=3,
+        algorithm=algorithm,
+        encryption="aes256-cbc" if passphrase else "none",
+        comment=comment,
+        public_blob=key.public_data,
+        private_blob=stored,
+        mac=b"",
+        headers=headers,
+    )
+    public = _lines(ppk.public_blob)
+    private_lines = _lines(stored)
+    out = [
+        f"PuTTY-User-Key-File-3: {algorithm}",
+        f"Encryption: {ppk.encryption}",
+        f"Comment: {comment}",
+        f"Public-Lines: {len(public)}",
+        *public,
+    ]
+    if passphrase:
+        out += [f"{name}: {headers[name]}" for name in ("Key-Derivation", *PPK_ARGON2)]
+        out.append(f"Argon2-Salt: {headers['Argon2-Salt']}")
+    out += [f"Private-Lines: {len(private_lines)}", *private_lines]
+    out.append(f"Private-MAC: {_mac(ppk, clear, mac_key, 'sha256').hex()}")
+    return ("\n".join(out) + "\n").encode("utf-8")

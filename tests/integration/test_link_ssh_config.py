@@ -3,19 +3,15 @@ redirects everything still reaches the detected user@host:port (real sshd)."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import socket
-import subprocess
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.helpers.agent import agent_with
 from tests.helpers.asyncrun import run
-from tests.helpers.deps import require_tool
 from tests.helpers.sshd import SshServer, free_port
 from tests.helpers.tunnels import fast_options, is_up, make_tunnel
 
@@ -78,26 +74,6 @@ def test_ssh_config_redirects_nothing_and_gives_the_key(
     assert f"Accepted publickey for {sshd.user} from 127.0.0.1" in log
     assert "nobody" not in log
     assert not marker.exists()
-
-
-@contextlib.contextmanager
-def agent_with(key: Path, tmp_path: Path) -> Iterator[str]:
-    require_tool("ssh-agent", "openssh-client")
-    require_tool("ssh-add", "openssh-client")
-    sock = str(tmp_path / "agent.sock")
-    proc = subprocess.Popen(
-        ["ssh-agent", "-D", "-a", sock], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    try:
-        deadline = time.monotonic() + 10
-        while not os.path.exists(sock) and time.monotonic() < deadline:
-            time.sleep(0.02)
-        env = {**os.environ, "SSH_AUTH_SOCK": sock}
-        subprocess.run(["ssh-add", str(key)], env=env, check=True, capture_output=True)
-        yield sock
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 @pytest.mark.parametrize("agent_line", ["IdentityAgent {sock}", "IdentityAgent none"])

@@ -178,3 +178,90 @@ def test_missing_puttygen_fails_under_ci(monkeypatch: pytest.MonkeyPatch) -> Non
     monkeypatch.setenv("CI", "false")
     with pytest.raises(pytest.skip.Exception):
         require_tool("puttygen", "putty-tools")
+
+
+# -- export: jobtunnel's key for PuTTY, read back by the real puttygen ---------------------
+
+EXPORT_KINDS = [
+    ("ssh-ed25519", {}),
+    ("ssh-rsa", {"key_size": 2048}),
+    ("ecdsa-sha2-nistp256", {}),
+    ("ecdsa-sha2-nistp384", {}),
+    ("ecdsa-sha2-nistp521", {}),
+]
+
+
+@pytest.mark.parametrize(("algorithm", "options"), EXPORT_KINDS)
+@pytest.mark.parametrize("phrase", ["", "s3cret pässword"])
+def test_exported_ppk_is_read_by_puttygen(
+    tmp_path: Path, algorithm: str, options: dict[str, int], phrase: str
+) -> None:
+    import asyncssh
+
+    puttygen = require_tool("puttygen", "putty-tools")
+    key = asyncssh.generate_private_key(algorithm, comment="jobtunnel me@laptop", **options)
+    expected = key.export_public_key("openssh").decode().strip()
+    out = tmp_path / "key.ppk"
+    out.write_bytes(ppk.to_ppk(key, phrase or None))
+    assert out.read_text().startswith(f"PuTTY-User-Key-File-3: {algorithm}\n")
+    phrase_file = tmp_path / "pass"
+    phrase_file.write_text(phrase)
+    old = ["--old-passphrase", str(phrase_file)]
+    public = subprocess.run(
+        [puttygen, str(out), *old, "-O", "public-openssh"],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    ).stdout.strip()
+    assert public == expected  # comment included
+    # The private half too: puttygen converts it back to OpenSSH, ssh-keygen derives the
+    # public key from it.
+    back = tmp_path / "back"
+    subprocess.run(
+        [puttygen, str(out), *old, "-O", "private-openssh", "-o", str(back)],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    assert same_key(public_of(back, phrase), expected)
+    # And our own reader takes it back.
+    assert ppk.convert(out.read_bytes(), phrase or None).public_data == key.public_data
+
+
+def test_wrong_passphrase_on_an_exported_key(tmp_path: Path) -> None:
+    import asyncssh
+
+    data = ppk.to_ppk(asyncssh.generate_private_key("ssh-ed25519"), "right")
+    with pytest.raises(ppk.PpkPassphraseError):
+        ppk.convert(data, "wrong")
+
+
+def test_cli_export_writes_the_own_key_for_putty(
+    isolated_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from jobtunnel.daemon.cli import main
+    from jobtunnel.daemon.engine import passphrase
+
+    puttygen = require_tool("puttygen", "putty-tools")
+    assert main(["keys", "generate"]) == 0
+    own = keys.own_key_path("ed25519")
+    out = tmp_path / "jobtunnel.ppk"
+    assert main(["keys", "export", "--ppk", str(out)]) == 0
+    assert out.stat().st_mode & 0o777 == 0o600
+    public = subprocess.run(
+        [puttygen, str(out), "-O", "public-openssh"], check=True, capture_output=True, text=True
+    ).stdout.strip()
+    assert public == Path(f"{own}.pub").read_text().strip()
+    # Never over an existing file.
+    assert main(["keys", "export", "--ppk", str(out)]) == 1
+    # An encrypted key keeps its passphrase in the .ppk.
+    enc = tmp_path / "enc"
+    keys.generate("ed25519", passphrase="pw", path=enc)
+    monkeypatch.setattr(passphrase, "ask", lambda prompt: "pw")
+    out2 = tmp_path / "enc.ppk"
+    assert main(["keys", "export", "--ppk", str(out2), "--file", str(enc)]) == 0
+    assert ppk.needs_passphrase(out2.read_bytes())
+    assert (
+        ppk.convert(out2.read_bytes(), "pw").public_data == keys.read_private(enc, "pw").public_data
+    )

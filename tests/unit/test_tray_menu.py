@@ -505,8 +505,10 @@ def test_every_tray_action_is_built_by_some_menu() -> None:
                 built.add(item.action.id)
             walk(item.children)
 
+    with_putty = MenuContext(**{**CTX.__dict__, "putty": "putty"})  # "Open in PuTTY"
     for snap in [*snaps, None]:
         walk(build_menu(snap, CTX))
+        walk(build_menu(snap, with_putty))
     assert built == set(TrayAction)
 
 
