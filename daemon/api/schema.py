@@ -251,6 +251,7 @@ class EndpointView(_Wire):
     pending_move: MoveView | None = None
     waiting_reason: str | None = None  # why it waits as Decision.PENDING
     refused_key: str | None = None  # fingerprint of a refused host key (trust that one)
+    ssh_alias: str | None = None  # its Host in jobtunnel's ssh_config (rescale-<jobid>)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -4,6 +4,7 @@ what it holds and sends ``snapshot(...).to_wire()``."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Mapping, Sequence
 
 from ..api.schema import (
@@ -21,6 +22,7 @@ from ..api.schema import (
 )
 from ..core.book import Key, Move, Record, Source
 from ..core.forward import ForwardSpec
+from ..core.sshconfig import Cluster, aliases
 from ..engine.options import ForwardStatus, TunnelStatus
 
 __all__ = ["endpoint_view", "snapshot", "source_view"]
@@ -34,12 +36,16 @@ def snapshot(
     bind_address: str,
 ) -> StatusSnapshot:
     """The ``status`` reply: the daemon, then every endpoint not forgotten."""
+    shown = [rec for rec in records if rec.action != "forgotten"]
+    alias = aliases(Cluster(r.user, r.host, r.port, r.job_id) for r in shown)
     return StatusSnapshot(
         daemon=daemon,
         endpoints=tuple(
-            endpoint_view(rec, statuses.get(rec.key), forwards, bind_address)
-            for rec in records
-            if rec.action != "forgotten"
+            dataclasses.replace(
+                endpoint_view(rec, statuses.get(rec.key), forwards, bind_address),
+                ssh_alias=alias.get(rec.key),
+            )
+            for rec in shown
         ),
     )
 
