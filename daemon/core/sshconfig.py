@@ -152,9 +152,10 @@ def _pin_line(alias: str, key_text: str) -> str | None:
 
 
 def _block(cluster: Cluster, alias: str, settings: Settings) -> str:
-    job = f" (job {cluster.job_id})" if cluster.job_id else ""
+    # Only checked values (user, host, port) and the sanitised alias reach the file;
+    # even a comment line would end at a line break in a job id.
     lines = [
-        f"# {cluster.user}@{cluster.host}:{cluster.port}{job}",
+        f"# {cluster.user}@{cluster.host}:{cluster.port}",
         f"Host {alias}",
         f"    HostName {cluster.host}",
         f"    Port {cluster.port}",
