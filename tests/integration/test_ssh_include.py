@@ -9,9 +9,9 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from jobtunnel.daemon import paths
 from jobtunnel.daemon.setup.sshinclude import SshIncludeError, install, uninstall
+
 from tests.helpers.deps import dependency_missing, require_tool
 
 USER_TEXT = "# my hosts\nHost build\n    HostName build.example.com\n    User me\n"

@@ -11,8 +11,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from jobtunnel.daemon.core.sshconfig import Cluster, Settings, aliases, export, quote
+
 from tests.helpers.deps import dependency_missing
 
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGgVb1Yk2bQ2bP1zt4ojbqtKUGyY6Nn6H5xGMZ5v1a3M"

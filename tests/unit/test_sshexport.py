@@ -10,13 +10,13 @@ from typing import NoReturn
 
 import asyncssh
 import pytest
-
 from jobtunnel.daemon.api.schema import StatusSnapshot, TunnelState, from_wire
 from jobtunnel.daemon.cli import sshconfig as cli
 from jobtunnel.daemon.cli.launch import hand_over
 from jobtunnel.daemon.config import Config, SshConfig
 from jobtunnel.daemon.engine.hostkeys import HostKeyStore
 from jobtunnel.daemon.process.sshexport import SshExport
+
 from tests.helpers.recorded import recorded
 
 
