@@ -213,7 +213,7 @@ def _pass_through(parser: argparse.ArgumentParser, program_name: str, metavar: s
     def run(args: argparse.Namespace) -> int:
         if args.words in (["-h"], ["--help"]) or not args.words:
             parser.print_help()
-            return 0 if args.words else 2
+            parser.exit(0 if args.words else 2)
         return _copy_tool(program_name, args.words, args)
 
     parser.set_defaults(func=run)
