@@ -129,6 +129,7 @@ class TrayAction(enum.StrEnum):
 
     OPEN_URL = "open_url"  # (url,)
     COPY_TEXT = "copy_text"  # (text, what)
+    OPEN_TERMINAL = "open_terminal"  # (program, arg, ...): run in a new terminal window
     RECONNECT = "reconnect"  # (name,)
     CONNECT = "connect"  # (name,)
     DISCONNECT = "disconnect"  # (name,)
@@ -204,6 +205,7 @@ class ForwardView(_Wire):
     state: ForwardState
     clients: int
     error: str | None
+    name: str | None = None  # what it serves: the config's name, else the port's ("Jupyter")
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -432,6 +432,7 @@ class Service:
             {key: tunnel.status() for key, tunnel in self.tunnels.items()},
             forwards_of(self.config),
             self.config.tunnels.bind_address,
+            self.config.tunnels.forward_names,
         )
 
 

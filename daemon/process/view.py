@@ -22,6 +22,7 @@ from ..api.schema import (
 )
 from ..core.book import Key, Move, Record, Source
 from ..core.forward import ForwardSpec
+from ..core.portnames import port_name
 from ..core.sshconfig import Cluster, aliases
 from ..engine.options import ForwardStatus, TunnelStatus
 
@@ -34,16 +35,19 @@ def snapshot(
     statuses: Mapping[Key, TunnelStatus],
     forwards: Sequence[ForwardSpec],
     bind_address: str,
+    names: Mapping[str, str] | None = None,
 ) -> StatusSnapshot:
-    """The ``status`` reply: the daemon, then every endpoint not forgotten."""
+    """The ``status`` reply: the daemon, then every endpoint not forgotten; ``names``:
+    the config's names of forwards (by spec)."""
     shown = [rec for rec in records if rec.action != "forgotten"]
     alias = aliases(Cluster(r.user, r.host, r.port, r.job_id) for r in shown)
     return StatusSnapshot(
         daemon=daemon,
         endpoints=tuple(
-            dataclasses.replace(
+            _named(
                 endpoint_view(rec, statuses.get(rec.key), forwards, bind_address),
-                ssh_alias=alias.get(rec.key),
+                alias.get(rec.key),
+                names or {},
             )
             for rec in shown
         ),
@@ -90,6 +94,15 @@ def endpoint_view(
         waiting_reason=rec.waiting_reason,
         refused_key=status.refused_key if status else None,
     )
+
+
+def _named(ep: EndpointView, alias: str | None, names: Mapping[str, str]) -> EndpointView:
+    """``ep`` with its ssh_config alias and what each forward serves."""
+    forwards = tuple(
+        dataclasses.replace(f, name=port_name(f.remote_port, names.get(f.spec)))
+        for f in ep.forwards
+    )
+    return dataclasses.replace(ep, ssh_alias=alias, forwards=forwards)
 
 
 def source_view(src: Source) -> SourceView:

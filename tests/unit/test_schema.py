@@ -265,7 +265,7 @@ def test_every_required_key_is_named_when_missing() -> None:
     # a move's user and notebook_url came later too (the endpoint's own are required).
     assert optional == {
         "version", "source_info", "pending_move", "waiting_reason", "refused_key", "ssh_alias",
-        "path", "line", "mtime", "verified", "user", "notebook_url",
+        "name", "path", "line", "mtime", "verified", "user", "notebook_url",
     }  # fmt: skip
 
 
