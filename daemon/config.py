@@ -99,6 +99,29 @@ def _service_kinds(values: list[str]) -> str | None:
     return f"unknown kind(s) {unknown}; known: {', '.join(SERVICE_KINDS)}" if unknown else None
 
 
+FORWARD_NAME_MAX = 40
+
+
+def _forward_entries(values: list[Any]) -> str | None:
+    """``tunnels.forwards``: specs, or tables ``{spec = "...", name = "..."}``."""
+    for number, item in enumerate(values, start=1):
+        if isinstance(item, dict):
+            extra = sorted(item.keys() - {"spec", "name"})
+            if extra or not isinstance(item.get("spec"), str):
+                return f"entry {number}: a table has spec (a string) and name only"
+            name = item.get("name", "")
+            if not isinstance(name, str) or len(name) > FORWARD_NAME_MAX:
+                return f"entry {number}: name must be a string of at most {FORWARD_NAME_MAX}"
+            if any(not c.isprintable() for c in name):
+                return f"entry {number}: name must be printable (no control characters)"
+            item = item["spec"]
+        try:
+            parse_forward(item)
+        except ValueError as exc:
+            return f"entry {number}: {exc}" if len(values) > 1 else str(exc)
+    return None
+
+
 def _nonempty_strings(values: list[str]) -> str | None:
     if not all(v.strip() for v in values):
         return "must be non-empty strings"
@@ -252,9 +275,10 @@ class TunnelsConfig:
 
     forwards: list[str] = _key(
         ["8888"],
-        'OpenSSH -L specs "[bind_address:]port:host:hostport", or a bare "PORT".',
+        'OpenSSH -L specs "[bind_address:]port:host:hostport", or a bare "PORT"; '
+        'or tables {spec="6006", name="TensorBoard"} to name one.',
         list,
-        _each(parse_forward),
+        _forward_entries,
     )
     dynamic_forwards: list[str] = _key(
         [], 'SOCKS5 proxies as with ssh -D: "[bind_address:]port".', list, _each(parse_dynamic)
@@ -308,6 +332,10 @@ class TunnelsConfig:
         "others are offered in the tray and by `jobtunnel forward NAME PORT`.",
         list,
         _service_kinds,
+    )
+    # Not a key of its own: the names that tables in ``forwards`` give (spec -> name).
+    forward_names: dict[str, str] = field(
+        default_factory=dict, metadata={"internal": True, "kind": dict, "doc": "", "check": None}
     )
 
 
@@ -391,7 +419,8 @@ class Config:
     daemon: DaemonConfig = field(default_factory=DaemonConfig)
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
-        return dataclasses.asdict(self)
+        """Section -> key -> value, as the file would say it."""
+        return {name: _keys_of(getattr(self, name)) for name in _SECTION}
 
 
 @dataclass(frozen=True)
@@ -442,7 +471,7 @@ def _key_lines(text: str) -> dict[str, int]:
     """
     lines: dict[str, int] = {}
     table = ""
-    header = re.compile(r"^\s*\[\s*([A-Za-z0-9_.\"' -]+?)\s*\]\s*(?:#.*)?$")
+    header = re.compile(r"^\s*\[\[?\s*([A-Za-z0-9_.\"' -]+?)\s*\]\]?\s*(?:#.*)?$")
     assign = re.compile(r"^\s*([A-Za-z0-9_\-\"'.]+?)\s*=")
     for number, line in enumerate(text.splitlines(), start=1):
         if m := header.match(line):
@@ -454,7 +483,7 @@ def _key_lines(text: str) -> dict[str, int]:
     return lines
 
 
-_ITEM_WORDS = {int: "whole numbers", str: "strings"}
+_ITEM_WORDS = {int: "whole numbers", str: "strings", dict: "tables"}
 
 
 def _kind_ok(value: Any, kind: type | tuple[type, type]) -> bool:
@@ -465,9 +494,27 @@ def _kind_ok(value: Any, kind: type | tuple[type, type]) -> bool:
     return isinstance(value, kinds)
 
 
-def _item_kind(section: str, name: str) -> type:
-    """The element type of list keys (the schema's lists hold one type each)."""
-    return int if (section, name) == ("tunnels", "port_range") else str
+def _item_kinds(section: str, name: str) -> tuple[type, ...]:
+    """The element types of list keys."""
+    if (section, name) == ("tunnels", "forwards"):
+        return (str, dict)
+    return (int,) if (section, name) == ("tunnels", "port_range") else (str,)
+
+
+def _fields(cls: type) -> dict[str, dataclasses.Field[Any]]:
+    """The keys a section takes (not the internal fields derived from them)."""
+    return {f.name: f for f in dataclasses.fields(cls) if not f.metadata.get("internal")}
+
+
+def _keys_of(section: Any) -> dict[str, Any]:
+    """A section's keys and values as the file says them (a named forward as its table)."""
+    values = {name: dataclasses.asdict(section)[name] for name in _fields(type(section))}
+    if isinstance(section, TunnelsConfig):
+        names = section.forward_names
+        values["forwards"] = [
+            {"spec": f, "name": names[f]} if f in names else f for f in section.forwards
+        ]
+    return values
 
 
 def validate(data: dict[str, Any], file: Path, text: str = "") -> Config:
@@ -486,7 +533,7 @@ def validate(data: dict[str, Any], file: Path, text: str = "") -> Config:
             problems.append(Problem(file, lines.get(name), name, "must be a [table]"))
             continue
         cls = _SECTION[name]
-        known = {f.name: f for f in dataclasses.fields(cls)}
+        known = _fields(cls)
         values: dict[str, Any] = {}
         for key, item in value.items():
             dotted = f"{name}.{key}"
@@ -506,17 +553,22 @@ def validate(data: dict[str, Any], file: Path, text: str = "") -> Config:
                 problems.append(Problem(file, line, dotted, f"must be {words}, not {item!r}"))
                 continue
             if kind is list:
-                item_kind = _item_kind(name, key)
-                if not all(_kind_ok(v, item_kind) for v in item):
-                    problems.append(
-                        Problem(file, line, dotted, f"must be a list of {_ITEM_WORDS[item_kind]}")
-                    )
+                item_kinds = _item_kinds(name, key)
+                if not all(any(_kind_ok(v, k) for k in item_kinds) for v in item):
+                    words = " or ".join(_ITEM_WORDS[k] for k in item_kinds)
+                    problems.append(Problem(file, line, dotted, f"must be a list of {words}"))
                     continue
             check: Check | None = spec.metadata["check"]
             if check is not None and (why := check(item)) is not None:
                 problems.append(Problem(file, line, dotted, f"bad value {item!r}: {why}"))
                 continue
             values[key] = item
+        if name == "tunnels" and "forwards" in values:
+            entries = values["forwards"]
+            values["forwards"] = [e["spec"] if isinstance(e, dict) else e for e in entries]
+            values["forward_names"] = {
+                e["spec"]: e["name"] for e in entries if isinstance(e, dict) and e.get("name")
+            }
         section = cls(**values)
         if isinstance(section, ReconnectConfig):
             # Rules across keys (max_delay >= initial_delay), ReconnectPolicy's own.
@@ -572,6 +624,8 @@ def _toml_value(value: Any) -> str:
         return f"'{value}'" if "'" not in value and "\n" not in value else _basic_string(value)
     if isinstance(value, list):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items()) + "}"
     raise TypeError(f"no TOML form for {value!r}")
 
 
@@ -594,8 +648,9 @@ def render_toml(config: Config, *, commented: bool = False) -> str:
         out.append(f"[{name}]")
         if commented and cls.__doc__:
             out.append(f"# {cls.__doc__.strip()}")
-        for spec in dataclasses.fields(cls):
-            line = f"{spec.name} = {_toml_value(getattr(section, spec.name))}"
+        values = _keys_of(section)
+        for spec in _fields(cls).values():
+            line = f"{spec.name} = {_toml_value(values[spec.name])}"
             if commented:
                 out.append(f"# {spec.metadata['doc']}")
                 out.append(f"# {line}")

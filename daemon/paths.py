@@ -21,6 +21,8 @@ __all__ = [
     "known_hosts_file",
     "log_dir",
     "runtime_dir",
+    "ssh_config_file",
+    "ssh_known_hosts_file",
     "state_dir",
 ]
 
@@ -55,6 +57,16 @@ def key_file() -> Path:
 def known_hosts_file() -> Path:
     """Host keys pinned on first use, in OpenSSH known_hosts format."""
     return state_dir() / "known_hosts"
+
+
+def ssh_config_file() -> Path:
+    """The OpenSSH client config of every live cluster (``Include`` it from ~/.ssh/config)."""
+    return data_dir() / "ssh_config"
+
+
+def ssh_known_hosts_file() -> Path:
+    """The pinned host keys again, keyed by the ssh_config's aliases (``HostKeyAlias``)."""
+    return data_dir() / "ssh_known_hosts"
 
 
 def runtime_dir() -> Path:

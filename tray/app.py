@@ -15,6 +15,8 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
+import shutil
 import threading
 import time
 from collections.abc import Sequence
@@ -35,7 +37,7 @@ from jobtunnel.daemon.api.schema import (
 from jobtunnel.daemon.config import ConfigError, default_config_text, load_config
 from jobtunnel.daemon.logs import log_file, setup_logging
 
-from . import backend, desktop, gui_thread, putty
+from . import backend, desktop, gui_thread, putty, terminal
 from .icon import Overall, draw, overall, tooltip
 from .menu import Action, Item, MenuContext, build_menu
 from .notify import Notice, NoticePolicy, Notifier
@@ -106,6 +108,7 @@ class TrayApp:
             public_key=str(paths.key_file()) + ".pub",
             log_file=str(log_file()),
             config_file=str(self.config_path or paths.config_file()),
+            ssh_config=str(paths.ssh_config_file()),
             starting_daemon=starting,
             detail=self.detail,
             putty=self._putty,
@@ -234,6 +237,9 @@ class TrayApp:
                 self.tell("Cannot copy", f"no clipboard here; the {a[1]} is: {a[0]}")
         elif kind is TrayAction.OPEN_PUTTY:
             threading.Thread(target=self._open_putty, args=(a[0], a[1], a[2:]), daemon=True).start()
+        elif kind is TrayAction.OPEN_TERMINAL:
+            if not terminal.open_terminal(a, shutil.which, os.environ):
+                self.tell("Cannot open a terminal", terminal.NO_TERMINAL)
         elif kind is TrayAction.COPY_PUBLIC_KEY:
             key = Path(a[0])
             if not key.exists():

@@ -41,6 +41,7 @@ __all__ = [
     "MenuContext",
     "build_menu",
     "clip",
+    "cluster_tools",
     "forward_text",
     "forward_url",
     "move_text",
@@ -120,6 +121,8 @@ class MenuContext:
     public_key: str
     log_file: str
     config_file: str
+    # jobtunnel's ssh_config (the daemon writes it); empty: no terminal or scp items.
+    ssh_config: str = ""
     # Set while the tray has spawned a daemon that has not answered yet.
     starting_daemon: bool = False
     # Why the daemon does not answer (shown when it is not running).
@@ -150,7 +153,8 @@ def _plural(n: int, word: str) -> str:
 
 
 def forward_text(fwd: ForwardView) -> str:
-    """ "localhost:8888 -> 8888  up, 2 clients" (remote host named when not loopback)."""
+    """ "localhost:8888 -> 8888 Jupyter  up, 2 clients" (remote host named when not
+    loopback; the service's name when known)."""
     port = fwd.local_port
     local = f"{_local_host(fwd)}:{port if port is not None else '?'}"
     if fwd.dynamic:
@@ -159,6 +163,8 @@ def forward_text(fwd: ForwardView) -> str:
         rhost, rport = fwd.remote_host, fwd.remote_port
         remote = str(rport) if not rhost or rhost in LOOPBACK else f"{rhost}:{rport}"
         head = f"{local} -> {remote}"
+    if fwd.name:
+        head += f" {fwd.name}"
     words = fwd.state.value
     if fwd.no_service:
         words = "no service (nothing listens there on the cluster)"
@@ -211,6 +217,18 @@ def ssh_command(ep: EndpointView, identity_file: str) -> str:
         words += ["-L", f"{bind}:{local}:{rhost}:{fwd.remote_port}"]
     words.append(f"{ep.user}@{ep.host}")
     return shlex.join(words)
+
+
+def cluster_tools(ep: EndpointView, ctx: MenuContext) -> list[Item]:
+    """ "Open terminal" and "Copy scp command": OpenSSH with jobtunnel's ssh_config."""
+    if not ep.ssh_alias or not ctx.ssh_config or ep.state is TunnelState.ENDED:
+        return []
+    ssh = ("ssh", "-F", ctx.ssh_config, ep.ssh_alias)
+    scp = shlex.join(["scp", "-F", ctx.ssh_config, "FILE", f"{ep.ssh_alias}:"])
+    return [
+        Item("Open terminal", Action(TrayAction.OPEN_TERMINAL, ssh)),
+        Item("Copy scp command", Action(TrayAction.COPY_TEXT, (scp, "scp command"))),
+    ]
 
 
 def _where(source: SourceView, *, short: bool) -> str:
@@ -274,6 +292,7 @@ def _endpoint_items(ep: EndpointView, ctx: MenuContext) -> list[Item]:
             Action(TrayAction.COPY_TEXT, (ssh_command(ep, ctx.identity_file), "ssh command")),
         ),
         *_putty_items(ep, ctx, running),
+        *cluster_tools(ep, ctx),
         Item("Reconnect now", Action(TrayAction.RECONNECT, (name,)), enabled=running),
         *trust,
         Item("Disconnect", Action(TrayAction.DISCONNECT, (name,)))

@@ -135,6 +135,7 @@ class TrayAction(enum.StrEnum):
     OPEN_URL = "open_url"  # (url,)
     COPY_TEXT = "copy_text"  # (text, what)
     OPEN_PUTTY = "open_putty"  # (ppk, identity_file, *putty_argv)
+    OPEN_TERMINAL = "open_terminal"  # (program, arg, ...): run in a new terminal window
     RECONNECT = "reconnect"  # (name,)
     CONNECT = "connect"  # (name,)
     DISCONNECT = "disconnect"  # (name,)
@@ -222,6 +223,7 @@ class ForwardView(_Wire):
     error: str | None
     no_service: bool = False  # discovery found nothing listening on the remote port
     discovered: bool = False  # added for a discovered service, not from the config
+    name: str | None = None  # what it serves: the config's name, else the port's ("Jupyter")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -282,6 +284,7 @@ class EndpointView(_Wire):
     waiting_reason: str | None = None  # why it waits as Decision.PENDING
     refused_key: str | None = None  # fingerprint of a refused host key (trust that one)
     services: tuple[ServiceView, ...] = ()
+    ssh_alias: str | None = None  # its Host in jobtunnel's ssh_config (rescale-<jobid>)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -151,6 +151,22 @@ COMMANDS: tuple[Command, ...] = (
         "endpoints",
     ),
     Command(
+        "ssh-config",
+        "sshconfig",
+        "ssh_config",
+        "the ssh_config of every live cluster; --install Includes it from ~/.ssh/config",
+        "terminals and files",
+    ),
+    Command(
+        "ssh",
+        "sshconfig",
+        "ssh",
+        "a terminal (or COMMAND) on a cluster: the system's ssh with jobtunnel's settings",
+        "terminals and files",
+    ),
+    Command("scp", "sshconfig", "scp", "copy files: scp FILE NAME:PATH", "terminals and files"),
+    Command("sftp", "sshconfig", "sftp", "an sftp session on a cluster", "terminals and files"),
+    Command(
         "switch",
         "endpoints",
         "switch",
@@ -185,6 +201,7 @@ examples:
   jobtunnel run                                    the daemon (the login service runs it)
   jobtunnel status                                 every cluster and tunnel, with its state
   jobtunnel reconnect qpWia                        reconnect job qpWia's tunnel now
+  jobtunnel ssh qpWia                              a terminal on job qpWia's cluster
 
 `jobtunnel COMMAND --help` explains each command.
 Files: the config is {config}

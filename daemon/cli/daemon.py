@@ -92,6 +92,8 @@ def _forward_words(fwd: ForwardView) -> str:
     host = "localhost" if bind in ("127.0.0.1", "::1", "localhost") else bind
     local = f"{host}:{fwd.local_port}" if fwd.local_port else f"{host}:-"
     remote = "socks" if fwd.dynamic else str(fwd.remote_port)
+    if fwd.name:
+        remote += f" ({fwd.name})"
     clients = f", {fwd.clients} clients" if fwd.clients else ""
     return f"{local} -> {remote} {fwd.state}{clients}"
 

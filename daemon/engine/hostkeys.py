@@ -55,9 +55,13 @@ class Pin:
     port: int
     key: asyncssh.SSHKey
 
-    def line(self) -> str:
+    def key_text(self) -> str:
+        """``type base64``, the key as known_hosts writes it."""
         data = self.key.export_public_key("openssh").decode("ascii").split()
-        return f"{_host_field(self.host, self.port)} {data[0]} {data[1]} {USER_MARK}{self.user}"
+        return f"{data[0]} {data[1]}"
+
+    def line(self) -> str:
+        return f"{_host_field(self.host, self.port)} {self.key_text()} {USER_MARK}{self.user}"
 
 
 def _parse_line(line: str) -> Pin | None:
@@ -93,6 +97,10 @@ class HostKeyStore:
             return self.path.read_text(encoding="utf-8").splitlines()
         except FileNotFoundError:
             return []
+
+    def pins(self) -> list[Pin]:
+        """Every pin in the file (lines that are not jobtunnel's are left out)."""
+        return [pin for line in self._read() if (pin := _parse_line(line)) is not None]
 
     def lookup(self, user: str, host: str, port: int) -> asyncssh.SSHKey | None:
         for line in self._read():

@@ -35,6 +35,7 @@ from .deadline import StopDeadline
 from .detection import DetectionWorker
 from .handlers import Handlers
 from .instance import InstanceLock
+from .sshexport import SshExport
 from .store import Store, StoreError
 from .systemd import Notifier
 from .watch import LogUpdate, LogWatcher
@@ -76,6 +77,7 @@ class Service:
         self.book = Book(limits=limits_of(config))
         self._saved_version = 0
         self.host_keys = HostKeyStore(paths.known_hosts_file())
+        self.ssh_export = SshExport(self.host_keys)
         self.tunnels: dict[Key, Tunnel] = {}
         self.detection = DetectionWorker(config.detect, self._on_findings)
         self.lock = InstanceLock(paths.runtime_dir() / "daemon.pid")
@@ -408,7 +410,9 @@ class Service:
         if self._publish_handle is not None:
             self._publish_handle.cancel()
             self._publish_handle = None
-        self.control.publish(EventName.STATUS, self.status().to_wire())
+        snapshot = self.status()
+        self.control.publish(EventName.STATUS, snapshot.to_wire())
+        self.ssh_export.update(snapshot, self.config)  # writes only when its text changed
 
     def status(self) -> StatusSnapshot:
         """The ``status`` reply: the daemon, then every endpoint not forgotten."""
@@ -431,6 +435,7 @@ class Service:
             {key: tunnel.status() for key, tunnel in self.tunnels.items()},
             forwards_of(self.config),
             self.config.tunnels.bind_address,
+            self.config.tunnels.forward_names,
         )
 
 

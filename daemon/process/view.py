@@ -4,6 +4,7 @@ what it holds and sends ``snapshot(...).to_wire()``."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Mapping, Sequence
 
 from ..api.schema import (
@@ -23,6 +24,8 @@ from ..api.schema import (
 )
 from ..core.book import Key, Move, Record, Source
 from ..core.forward import ForwardSpec, parse_forward
+from ..core.portnames import port_name
+from ..core.sshconfig import Cluster, aliases
 from ..engine.options import ForwardStatus, ServiceStatus, TunnelStatus
 
 __all__ = ["endpoint_view", "snapshot", "source_view"]
@@ -34,14 +37,21 @@ def snapshot(
     statuses: Mapping[Key, TunnelStatus],
     forwards: Sequence[ForwardSpec],
     bind_address: str,
+    names: Mapping[str, str] | None = None,
 ) -> StatusSnapshot:
-    """The ``status`` reply: the daemon, then every endpoint not forgotten."""
+    """The ``status`` reply: the daemon, then every endpoint not forgotten; ``names``:
+    the config's names of forwards (by spec)."""
+    shown = [rec for rec in records if rec.action != "forgotten"]
+    alias = aliases(Cluster(r.user, r.host, r.port, r.job_id) for r in shown)
     return StatusSnapshot(
         daemon=daemon,
         endpoints=tuple(
-            endpoint_view(rec, statuses.get(rec.key), forwards, bind_address)
-            for rec in records
-            if rec.action != "forgotten"
+            _named(
+                endpoint_view(rec, statuses.get(rec.key), forwards, bind_address),
+                alias.get(rec.key),
+                names or {},
+            )
+            for rec in shown
         ),
     )
 
@@ -88,6 +98,15 @@ def endpoint_view(
         refused_key=status.refused_key if status else None,
         services=tuple(_service_view(s) for s in status.services) if status else (),
     )
+
+
+def _named(ep: EndpointView, alias: str | None, names: Mapping[str, str]) -> EndpointView:
+    """``ep`` with its ssh_config alias and what each forward serves."""
+    forwards = tuple(
+        dataclasses.replace(f, name=port_name(f.remote_port, names.get(f.spec)))
+        for f in ep.forwards
+    )
+    return dataclasses.replace(ep, ssh_alias=alias, forwards=forwards)
 
 
 def source_view(src: Source) -> SourceView:

@@ -272,8 +272,8 @@ def test_every_required_key_is_named_when_missing() -> None:
     # Only the keys added after the first payload (and a source's details) may be left out;
     # a move's user and notebook_url came later too (the endpoint's own are required).
     assert optional == {
-        "version", "source_info", "pending_move", "waiting_reason", "refused_key",
-        "path", "line", "mtime", "verified", "user", "notebook_url",
+        "version", "source_info", "pending_move", "waiting_reason", "refused_key", "ssh_alias",
+        "name", "path", "line", "mtime", "verified", "user", "notebook_url",
         "no_service", "discovered", "services",
     }  # fmt: skip
 

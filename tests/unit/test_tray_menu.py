@@ -50,6 +50,7 @@ CTX = MenuContext(
     public_key="/home/u/.local/share/jobtunnel/id_ed25519.pub",
     log_file="/home/u/.local/state/jobtunnel/log/jobtunnel.log",
     config_file="/home/u/.config/jobtunnel/config.toml",
+    ssh_config="/home/u/.local/share/jobtunnel/ssh_config",
 )
 
 
@@ -107,6 +108,7 @@ def endpoint(
             "source_info": None,
             "forwards": [forward()],
             "services": [],
+            "ssh_alias": f"rescale-{job}",
         }
         | kw,
     )
@@ -323,9 +325,16 @@ def test_menu_with_one_cluster_up() -> None:
     assert items[0].enabled is False
     header = find(items, "qpWia")
     assert texts(header.children) == [
-        "Source: /logs/x.log:3", "Copy ssh command", "Reconnect now", "Disconnect", "Forget",
+        "Source: /logs/x.log:3", "Copy ssh command", "Open terminal", "Copy scp command",
+        "Reconnect now", "Disconnect", "Forget",
     ]  # fmt: skip
     assert not find(items, "Source:").enabled
+    assert find(items, "Open terminal").action == Action(
+        "open_terminal", ("ssh", "-F", CTX.ssh_config, "rescale-qpWia")
+    )
+    assert find(items, "Copy scp command").action == Action(
+        "copy_text", (f"scp -F {CTX.ssh_config} FILE rescale-qpWia:", "scp command")
+    )
     name = "uprod_qpWia@3.4.5.6:22"
     assert find(items, "Reconnect now").action == Action("reconnect", (name,))
     assert find(items, "Disconnect").action == Action("disconnect", (name,))
