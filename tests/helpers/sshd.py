@@ -113,7 +113,6 @@ class SshServer:
                     "PubkeyAuthentication yes",
                     "PermitRootLogin prohibit-password",
                     "AllowTcpForwarding yes",
-                    "Subsystem sftp internal-sftp",  # scp and sftp, as on a cluster
                     "MaxStartups 100:30:200",
                     "LogLevel VERBOSE",
                     *(["Subsystem sftp internal-sftp"] if self.sftp else []),
