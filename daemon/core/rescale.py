@@ -20,9 +20,11 @@ passes the decoded JSON and the time in. The rules:
 from __future__ import annotations
 
 import collections
+import ipaddress
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
+from urllib.parse import urlsplit
 
 from .detect import Endpoint
 
@@ -30,6 +32,7 @@ __all__ = [
     "ENDED_CLUSTER",
     "ENDED_JOB",
     "MAX_PER_MINUTE",
+    "PLATFORMS",
     "SOURCE",
     "ApiError",
     "ErrorKind",
@@ -40,7 +43,10 @@ __all__ = [
     "PollState",
     "ShapeError",
     "auth_header",
+    "base_url",
+    "base_url_problem",
     "endpoint_of",
+    "job_url",
     "master_of",
     "parse_instances",
     "parse_jobs",
@@ -60,6 +66,65 @@ MASTER_ROLE = "MPI_MASTER"
 
 MAX_PER_MINUTE = 12
 """Requests (job lists and instance queries together) in any 60 s."""
+
+PLATFORMS: dict[str, str] = {
+    "us": "https://platform.rescale.com",
+    "eu": "https://eu.rescale.com",
+    "jp": "https://platform.rescale.jp",
+    "kr": "https://kr.rescale.com",
+    "itar": "https://itar.rescale.com",
+    "itar-gov": "https://itar.rescale-gov.com",
+}
+"""Rescale's platforms by short name; ``us`` (North America) is the default."""
+
+
+def base_url_problem(url: str) -> str | None:
+    """Why ``url`` may not be an API base (None when it may): https, or http to a
+    loopback address (the tests' fake API); no path beyond ``/``, no credentials."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError as exc:
+        return f"not a URL ({exc})"
+    if not parts.hostname:
+        return "must be a URL such as https://platform.rescale.com"
+    if parts.username or parts.password or parts.query or parts.fragment:
+        return "must not carry credentials, a query or a fragment"
+    if parts.path not in ("", "/"):
+        return "must be the platform's address only, without a path (no /api/v2)"
+    if parts.scheme == "https":
+        return None
+    if parts.scheme == "http":
+        host = parts.hostname
+        try:
+            loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            loopback = False
+        return None if loopback else "must use https (http only to a loopback address)"
+    return "must use https"
+
+
+def base_url(platform: str = "", url: str = "") -> str:
+    """The API base for a platform's short name or host, or an explicit URL; ValueError
+    saying what is allowed otherwise."""
+    if url:
+        why = base_url_problem(url)
+        if why is not None:
+            raise ValueError(f"{url!r}: {why}")
+        return url.rstrip("/")
+    name = platform or "us"
+    if name in PLATFORMS:
+        return PLATFORMS[name]
+    hosts = {urlsplit(u).hostname: u for u in PLATFORMS.values()}
+    if name in hosts:
+        return hosts[name]
+    allowed = ", ".join(f"{k} ({urlsplit(v).hostname})" for k, v in PLATFORMS.items())
+    raise ValueError(f"unknown platform {name!r}; allowed: {allowed}")
+
+
+def job_url(base: str, job_id: str) -> str:
+    """The job's page in Rescale's web app."""
+    return f"{base.rstrip('/')}/jobs/{job_id}/"
 
 
 class ShapeError(ValueError):

@@ -313,3 +313,44 @@ def test_job_ended_ends_its_tunnel_once() -> None:
     assert plan.end == [(rec.key, "job Completed on Rescale")] and rec.finished
     assert not book.job_ended("OsKBd", "again") and not book.job_ended("nope", "x")
     assert book.restore(10, lambda _: True).open == []
+
+
+# -- platforms and URLs -------------------------------------------------------------
+
+
+def test_platforms_and_urls() -> None:
+    from jobtunnel.daemon.core.rescale import base_url, base_url_problem, job_url
+
+    assert base_url() == "https://platform.rescale.com"
+    assert base_url("eu") == "https://eu.rescale.com"
+    assert base_url("platform.rescale.jp") == "https://platform.rescale.jp"
+    assert base_url(url="https://itar.rescale-gov.com/") == "https://itar.rescale-gov.com"
+    assert base_url(url="http://127.0.0.1:8123") == "http://127.0.0.1:8123"
+    with pytest.raises(ValueError, match="unknown platform 'mars'; allowed: us"):
+        base_url("mars")
+    assert base_url_problem("http://platform.rescale.com") == (
+        "must use https (http only to a loopback address)"
+    )
+    assert base_url_problem("https://platform.rescale.com/api/v2/") is not None
+    assert base_url_problem("https://u:p@platform.rescale.com") is not None
+    assert base_url_problem("ftp://x") == "must use https"
+    assert job_url("https://eu.rescale.com", "OsKBd") == "https://eu.rescale.com/jobs/OsKBd/"
+
+
+def test_config_rescale_table_errors_name_file_line_key(tmp_path: Any) -> None:
+    from jobtunnel.daemon.config import ConfigError, load_config
+
+    path = tmp_path / "config.toml"
+    path.write_text('[rescale]\nplatform = "mars"\nurl = "http://platform.rescale.com"\n')
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    text = str(err.value)
+    assert f"{path}:2: rescale.platform: bad value 'mars': allowed: us" in text
+    assert f"{path}:3: rescale.url: bad value" in text and "must use https" in text
+    path.write_text('[rescale]\nplatform = "eu"\nprofile = "work"\nenabled = false\n')
+    config, _ = load_config(path)
+    assert (config.rescale.platform, config.rescale.profile, config.rescale.enabled) == (
+        "eu",
+        "work",
+        False,
+    )
