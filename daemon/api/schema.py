@@ -40,6 +40,8 @@ __all__ = [
     "ForwardState",
     "ForwardView",
     "MoveView",
+    "RescaleJobView",
+    "RescaleView",
     "SchemaError",
     "SourceKind",
     "SourceView",
@@ -116,6 +118,7 @@ class Command(enum.StrEnum):
     RESUME = "resume"
     STOP = "stop"
     SWITCH = "switch"
+    RESCALE_REFRESH = "rescale_refresh"
 
 
 class EventName(enum.StrEnum):
@@ -182,6 +185,29 @@ class WatchView(_Wire):
 
 
 @dataclass(frozen=True, kw_only=True)
+class RescaleJobView(_Wire):
+    """A job the Rescale API lists as not ended."""
+
+    id: str
+    name: str
+    status: str  # jobStatus: Pending, Queued, Started, Executing...
+    cluster: str  # clusterStatusDisplay: Not Started, Starting, Started...
+
+
+@dataclass(frozen=True, kw_only=True)
+class RescaleView(_Wire):
+    """The Rescale API as the daemon polls it."""
+
+    state: str  # off, starting, ok, error, stopped (a refused key: polling stopped)
+    base: str | None = None  # the platform's address
+    key_from: str | None = None  # where the key was found (never the key)
+    checked_at: float | None = None  # epoch seconds of the last good answer
+    error: str | None = None  # the last error, or why the API is off
+    running: int = 0  # jobs whose cluster is starting or started
+    jobs: tuple[RescaleJobView, ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True)
 class DaemonInfo(_Wire):
     pid: int
     version: str
@@ -191,6 +217,7 @@ class DaemonInfo(_Wire):
     save_error: str | None
     watch: WatchView
     summary: str
+    rescale: RescaleView | None = None  # None from a daemon without the API
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -251,6 +278,8 @@ class EndpointView(_Wire):
     pending_move: MoveView | None = None
     waiting_reason: str | None = None  # why it waits as Decision.PENDING
     refused_key: str | None = None  # fingerprint of a refused host key (trust that one)
+    job_name: str | None = None  # the job's name in Rescale (from the API)
+    job_url: str | None = None  # the job's page in Rescale's web app
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -52,6 +52,7 @@ class Handlers:
             Command.RESUME: self._cmd_resume,
             Command.STOP: self._cmd_stop,
             Command.SWITCH: self._cmd_switch,
+            Command.RESCALE_REFRESH: self._cmd_rescale_refresh,
         }
 
     def _resolve(self, args: dict[str, Any]) -> Record:
@@ -115,6 +116,11 @@ class Handlers:
         if reason is not None:
             raise CommandError(f"{target}: {reason}")
         return Endpoint(user, host, port, job_id_of(user), "added by the user", 0)
+
+    async def _cmd_rescale_refresh(self, args: dict[str, Any]) -> Any:
+        """Poll the Rescale API now (a new key is read first)."""
+        self.service.rescale.refresh()
+        return self.service.rescale.view().to_wire()
 
     async def _cmd_connect(self, args: dict[str, Any]) -> Any:
         rec = self._resolve(args)

@@ -5,6 +5,7 @@ what it holds and sends ``snapshot(...).to_wire()``."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from typing import Protocol
 
 from ..api.schema import (
     DaemonInfo,
@@ -23,7 +24,15 @@ from ..core.book import Key, Move, Record, Source
 from ..core.forward import ForwardSpec
 from ..engine.options import ForwardStatus, TunnelStatus
 
-__all__ = ["endpoint_view", "snapshot", "source_view"]
+__all__ = ["JobNames", "endpoint_view", "snapshot", "source_view"]
+
+
+class JobNames(Protocol):
+    """What a source of job names (the Rescale API poller) tells about a job id."""
+
+    def job_name(self, job_id: str | None) -> str | None: ...
+
+    def job_url(self, job_id: str | None) -> str | None: ...
 
 
 def snapshot(
@@ -32,12 +41,13 @@ def snapshot(
     statuses: Mapping[Key, TunnelStatus],
     forwards: Sequence[ForwardSpec],
     bind_address: str,
+    jobs: JobNames | None = None,
 ) -> StatusSnapshot:
     """The ``status`` reply: the daemon, then every endpoint not forgotten."""
     return StatusSnapshot(
         daemon=daemon,
         endpoints=tuple(
-            endpoint_view(rec, statuses.get(rec.key), forwards, bind_address)
+            endpoint_view(rec, statuses.get(rec.key), forwards, bind_address, jobs)
             for rec in records
             if rec.action != "forgotten"
         ),
@@ -49,6 +59,7 @@ def endpoint_view(
     status: TunnelStatus | None,
     forwards: Sequence[ForwardSpec],
     bind_address: str,
+    jobs: JobNames | None = None,
 ) -> EndpointView:
     """One endpoint: its record, and its tunnel's report when it has a tunnel."""
     source = rec.source
@@ -83,6 +94,8 @@ def endpoint_view(
         pending_move=_move_view(rec.move) if rec.move is not None else None,
         waiting_reason=rec.waiting_reason,
         refused_key=status.refused_key if status else None,
+        job_name=jobs.job_name(rec.job_id) if jobs else None,
+        job_url=jobs.job_url(rec.job_id) if jobs else None,
     )
 
 
