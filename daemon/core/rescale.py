@@ -402,6 +402,7 @@ class PollState:
         self.resolved: set[str] = set()
         self.no_instances: set[str] = set()
         self.ended: set[str] = set()
+        self._has_endpoint: set[str] = set()
         self._failures = 0
         self._not_before = now
         self._sent: collections.deque[float] = collections.deque()
@@ -444,26 +445,35 @@ class PollState:
         gave (kept by the caller across restarts, in the book)."""
         self.error, self._failures, self.checked_at = None, 0, now
         self.jobs = {job.id: job for job in jobs}
+        self._has_endpoint = set(has_endpoint)
         plan = Plan()
-        waiting = False
         for job in self.jobs.values():
             if job.ended:
                 if job.id not in self.ended:
                     self.ended.add(job.id)
                     plan.ended.append(job)
-                continue
-            if not job.cluster_up:
+            elif not job.cluster_up:
                 # A restarted cluster gets asked about again once it is up.
                 self.resolved.discard(job.id)
-                waiting = waiting or job.status in IN_FLIGHT
-                continue
-            done = job.id in self.resolved or job.id in has_endpoint
-            if done or job.id in self.no_instances:
-                continue
-            waiting = True
-            plan.instances.append(job)
-        self.next_at = now + (self.policy.fast if waiting else self.policy.slow)
+            elif self._needs_instances(job):
+                plan.instances.append(job)
+        self.settle(now)
         return plan
+
+    def _needs_instances(self, job: Job) -> bool:
+        return job.cluster_up and not (
+            job.id in self.resolved or job.id in self._has_endpoint or job.id in self.no_instances
+        )
+
+    def settle(self, now: float) -> None:
+        """The next poll after the last list and what its instance queries found: fast
+        while a job waits for its master (submitted, or up with no endpoint yet)."""
+        waiting = any(
+            self._needs_instances(job) or (not job.cluster_up and job.status in IN_FLIGHT)
+            for job in self.jobs.values()
+            if not job.ended
+        )
+        self.next_at = now + (self.policy.fast if waiting else self.policy.slow)
 
     def found(self, job: Job) -> None:
         """``job``'s master endpoint came back."""

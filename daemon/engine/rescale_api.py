@@ -34,6 +34,7 @@ from ..core.rescale import (
     Job,
     ShapeError,
     auth_header,
+    base_url_problem,
     parse_instances,
     parse_jobs,
     retry_after,
@@ -88,6 +89,9 @@ class RescaleClient:
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.base = credentials.base.rstrip("/")
+        why = base_url_problem(self.base)
+        if why is not None:
+            raise ValueError(f"{self.base}: {why}")
         self.page_size = page_size
         self.max_pages = max_pages
         self.requests = 0

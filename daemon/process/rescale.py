@@ -186,6 +186,9 @@ class RescalePoller:
                 break  # the budget: the next poll asks
             state.sent(time.time())
             await self._ask_instances(client, job)
+            if state.error is not None:
+                return  # the failure set the next poll
+        state.settle(time.time())
 
     async def _ask_instances(self, client: RescaleClient, job: Job) -> None:
         try:
