@@ -157,6 +157,13 @@ COMMANDS: tuple[Command, ...] = (
         "move a job to the newer address a log reported (a pending move)",
         "endpoints",
     ),
+    Command(
+        "rescale",
+        "rescale",
+        "rescale",
+        "the Rescale API as a source: login, logout, status, jobs, refresh",
+        "setting up",
+    ),
 )
 
 EXAMPLES = """\
