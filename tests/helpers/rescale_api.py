@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-__all__ = ["Fault", "FakeRescale", "self_signed"]
+__all__ = ["FakeRescale", "Fault", "self_signed"]
 
 KEY = "fake-rescale-key-0123456789abcdef"
 
@@ -101,7 +101,11 @@ class FakeRescale:
                     "name": name or (old["name"] if old else f"job {jid}"),
                     "dateInserted": "2026-12-02T10:00:00.000000Z",
                     "jobStatus": {"content": status, "labelClass": "", "useLabel": False},
-                    "clusterStatusDisplay": {"content": cluster, "labelClass": "", "useLabel": False},
+                    "clusterStatusDisplay": {
+                        "content": cluster,
+                        "labelClass": "",
+                        "useLabel": False,
+                    },
                     "owner": "user@example.com",
                     "isVisible": True,
                 },

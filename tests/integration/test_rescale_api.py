@@ -9,13 +9,13 @@ from pathlib import Path
 
 import httpx
 import pytest
-
 from jobtunnel.daemon.config import RescaleConfig
 from jobtunnel.daemon.core.detect import Endpoint
 from jobtunnel.daemon.core.rescale import Job, ShapeError
 from jobtunnel.daemon.engine.rescale_api import RescaleClient, RescaleError
 from jobtunnel.daemon.engine.rescale_credentials import Credentials
 from jobtunnel.daemon.process.rescale import RescalePoller
+
 from tests.helpers.rescale_api import KEY, FakeRescale, Fault, node, self_signed
 
 
@@ -148,9 +148,7 @@ class Sink:
 
 def poller(fake: FakeRescale, sink: Sink, monkeypatch: pytest.MonkeyPatch) -> RescalePoller:
     monkeypatch.setenv("RESCALE_API_KEY", KEY)
-    monkeypatch.setattr(
-        "jobtunnel.daemon.engine.rescale_credentials._from_keyring", lambda: None
-    )
+    monkeypatch.setattr("jobtunnel.daemon.engine.rescale_credentials._from_keyring", lambda: None)
     return RescalePoller(
         RescaleConfig(url=fake.url, fast_interval=5),
         allow_private=True,

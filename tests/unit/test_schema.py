@@ -266,6 +266,7 @@ def test_every_required_key_is_named_when_missing() -> None:
     assert optional == {
         "version", "source_info", "pending_move", "waiting_reason", "refused_key",
         "path", "line", "mtime", "verified", "user", "notebook_url",
+        "rescale", "job_name", "job_url",
     }  # fmt: skip
 
 
