@@ -128,3 +128,27 @@ def test_key_sources_in_order(isolated_home: Path, monkeypatch: pytest.MonkeyPat
     assert rc.find(RescaleConfig(), {}) is None
     with pytest.raises(rc.CredentialsError, match="apiconfig: no such file"):
         rc.find(RescaleConfig(profile="default"), env)
+
+
+def test_doctor_says_where_the_key_comes_from_and_what_the_daemon_saw(
+    isolated_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from types import SimpleNamespace
+
+    from jobtunnel.daemon.api.schema import RescaleView
+    from jobtunnel.daemon.config import Config
+    from jobtunnel.daemon.setup.doctor import check_rescale
+
+    monkeypatch.setattr(rc, "_from_keyring", lambda: None)
+    monkeypatch.delenv("RESCALE_API_KEY", raising=False)
+    check = check_rescale(Config(), None)
+    assert (check.status, check.fix) == ("info", "jobtunnel rescale login")
+    monkeypatch.setenv("RESCALE_API_KEY", KEY)
+    assert "not checked" in check_rescale(Config(), None).detail
+    stopped = RescaleView(state="stopped", error="/api/v2/jobs/: the Rescale API refused the key")
+    status = SimpleNamespace(daemon=SimpleNamespace(rescale=stopped))
+    check = check_rescale(Config(), status)  # type: ignore[arg-type]
+    assert check.status == "fail" and "refused the key" in check.detail
+    assert KEY not in str(check)
+    ok = SimpleNamespace(daemon=SimpleNamespace(rescale=RescaleView(state="ok")))
+    assert check_rescale(Config(), ok).status == "ok"  # type: ignore[arg-type]
