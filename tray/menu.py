@@ -240,7 +240,7 @@ def _state_word(ep: EndpointView) -> str:
 def _endpoint_items(ep: EndpointView, ctx: MenuContext) -> list[Item]:
     name = ep.name
     since = since_text(ep.since, ctx.now)
-    parts = (ep.job_id, name, f"{_state_word(ep)} {since}".strip())
+    parts = (ep.job_label, name, f"{_state_word(ep)} {since}".strip())
     header = "  ".join(p for p in parts if p)
     waiting = ep.action is Decision.PENDING
     running = ep.state in RUNNING and not waiting
@@ -271,6 +271,8 @@ def _endpoint_items(ep: EndpointView, ctx: MenuContext) -> list[Item]:
         else Item("Connect", Action(TrayAction.CONNECT, (name,))),
         Item("Forget", Action(TrayAction.FORGET, (name,))),
     ]
+    if ep.job_url:
+        sub.append(Item("Open job in Rescale", Action(TrayAction.OPEN_URL, (ep.job_url,))))
     items = [Item(clip(header), children=tuple(sub))]
     if ep.pending_move is not None:
         items.append(
@@ -320,6 +322,8 @@ def build_menu(snapshot: StatusSnapshot | None, ctx: MenuContext) -> tuple[Item,
     items: list[Item] = [Item(tooltip(snapshot).removeprefix("jobtunnel: "), enabled=False)]
     if daemon.save_error:
         items.append(Item(clip(f"Cannot save state: {daemon.save_error}"), enabled=False))
+    if daemon.rescale is not None and daemon.rescale.state != "off":
+        items.append(Item(clip(daemon.rescale.line(ctx.now)), enabled=False))
     items.append(SEPARATOR)
     for ep in endpoints:
         items += _endpoint_items(ep, ctx)

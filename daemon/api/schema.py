@@ -206,6 +206,15 @@ class RescaleView(_Wire):
     running: int = 0  # jobs whose cluster is starting or started
     jobs: tuple[RescaleJobView, ...] = ()
 
+    def line(self, now: float) -> str:
+        """``Rescale: 2 running jobs, checked 12 s ago``, or what is wrong."""
+        if self.state in ("off", "error", "stopped"):
+            return f"Rescale: {self.error or self.state}"
+        if self.checked_at is None:
+            return "Rescale: not asked yet"
+        jobs = "1 running job" if self.running == 1 else f"{self.running} running jobs"
+        return f"Rescale: {jobs}, checked {max(0, round(now - self.checked_at))} s ago"
+
 
 @dataclass(frozen=True, kw_only=True)
 class DaemonInfo(_Wire):
@@ -280,6 +289,13 @@ class EndpointView(_Wire):
     refused_key: str | None = None  # fingerprint of a refused host key (trust that one)
     job_name: str | None = None  # the job's name in Rescale (from the API)
     job_url: str | None = None  # the job's page in Rescale's web app
+
+    @property
+    def job_label(self) -> str | None:
+        """``the FOAM 2 (OsKBd)`` when the API named the job, else its id."""
+        if self.job_name and self.job_id:
+            return f"{self.job_name} ({self.job_id})"
+        return self.job_id
 
 
 @dataclass(frozen=True, kw_only=True)

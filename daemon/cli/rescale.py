@@ -11,10 +11,11 @@ import argparse
 import asyncio
 import getpass
 import sys
+import time
 from typing import TYPE_CHECKING, Any
 
 from .config import load
-from .output import Fail, ago, err, interactive, out, print_json, table
+from .output import Fail, err, interactive, out, print_json, table
 
 if TYPE_CHECKING:
     from ..engine.rescale_credentials import Credentials
@@ -202,20 +203,8 @@ def run_status(args: argparse.Namespace) -> int:
         out("no key: `jobtunnel rescale login` (or [rescale] profile, or RESCALE_API_KEY)")
     else:
         out(f"key for {creds.base} from {creds.origin}")
-    out(health_line(view) if view else "daemon: not running (or without the Rescale API)")
+    out(view.line(time.time()) if view else "daemon: not running")
     return 0 if creds is not None else 1
-
-
-def health_line(view: Any) -> str:
-    """``Rescale: 2 running jobs, checked 12 s ago`` or the error."""
-    if view.state == "off":
-        return f"Rescale: off ({view.error})" if view.error else "Rescale: off"
-    if view.state in ("error", "stopped"):
-        return f"Rescale: {view.error}"
-    if view.checked_at is None:
-        return "Rescale: not asked yet"
-    jobs = "1 running job" if view.running == 1 else f"{view.running} running jobs"
-    return f"Rescale: {jobs}, checked {ago(view.checked_at)}"
 
 
 def run_jobs(args: argparse.Namespace) -> int:

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from tests.helpers.daemonproc import Daemon, Env, endpoint_up, get, refused, wait_for
-from tests.helpers.rescale_api import KEY, FakeRescale, node
+from tests.helpers.rescale_api import KEY, FakeRescale, node, use_api
 
 pytestmark = pytest.mark.sshd
 
@@ -41,19 +41,6 @@ def api() -> Iterator[FakeRescale]:
         yield fake
 
 
-def configure(env: Env, api: FakeRescale) -> None:
-    forwards = env.config.read_text().split("forwards = ", 1)[1].split("\n", 1)[0]
-    text = env.config_text(eval(forwards))  # the forwards make_env chose
-    # Logs name jobs as uprod_<id> (the test user has no job id in its name).
-    text = text.replace(
-        f"username_pattern = '{env.sshd.user}'",
-        f"username_pattern = '(?:{env.sshd.user}|uprod_[A-Za-z0-9]+)'",
-    )
-    text += f"\n[rescale]\nurl = '{api.url}'\nfast_interval = 5\nslow_interval = 60\n"
-    env.config.write_text(text)
-    env.vars["RESCALE_API_KEY"] = KEY
-
-
 def _job_endpoint(env: Env) -> dict[str, Any] | None:
     for ep in env.status()["endpoints"]:
         if ep["job_id"] == JOB:
@@ -64,7 +51,7 @@ def _job_endpoint(env: Env) -> dict[str, Any] | None:
 def test_a_job_started_in_the_api_gets_its_tunnel_then_ends_with_the_job(
     env: Env, api: FakeRescale
 ) -> None:
-    configure(env, api)
+    use_api(env, api)
     api.job(JOB, "Queued", "Not Started", name="the FOAM 2")
     daemon = VerboseDaemon(env)
     try:
@@ -119,7 +106,7 @@ def test_a_job_started_in_the_api_gets_its_tunnel_then_ends_with_the_job(
 def test_an_ended_job_is_not_reopened_at_restart_and_a_refused_key_stops_polling(
     env: Env, api: FakeRescale
 ) -> None:
-    configure(env, api)
+    use_api(env, api)
     api.job(JOB, "Executing", "Started")
     api.instances(JOB, [node("127.0.0.1", env.sshd.user, env.sshd.port)])
     daemon = Daemon(env)

@@ -16,10 +16,13 @@ import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
-__all__ = ["FakeRescale", "Fault", "self_signed"]
+if TYPE_CHECKING:
+    from .daemonproc import Env
+
+__all__ = ["FakeRescale", "Fault", "node", "self_signed", "use_api"]
 
 KEY = "fake-rescale-key-0123456789abcdef"
 
@@ -236,3 +239,18 @@ def self_signed(folder: Path) -> tuple[Path, Path]:
         )
     )
     return cert_path, key_path
+
+
+def use_api(env: Env, api: FakeRescale, forwards: list[str] | None = None) -> None:
+    """Point ``env``'s daemon at ``api`` (RESCALE_API_KEY, [rescale] url, fast polls of
+    5 s); logs may name jobs as ``uprod_<id>`` besides the test user."""
+    if forwards is None:
+        line = env.config.read_text().split("forwards = ", 1)[1].split("\n", 1)[0]
+        forwards = json.loads(line)  # the forwards make_env chose
+    text = env.config_text(forwards).replace(
+        f"username_pattern = '{env.sshd.user}'",
+        f"username_pattern = '(?:{env.sshd.user}|uprod_[A-Za-z0-9]+)'",
+    )
+    text += f"\n[rescale]\nurl = '{api.url}'\nfast_interval = 5\nslow_interval = 60\n"
+    env.config.write_text(text)
+    env.vars["RESCALE_API_KEY"] = api.key
