@@ -162,8 +162,8 @@ class FakeRescale:
             if not known or nodes is None:
                 self._send(h, 404, b'{"detail": "Not found."}')
                 return
-            body = {"count": len(nodes), "next": None, "previous": None, "results": nodes}
-            self._send(h, 200, json.dumps(body).encode())
+            page = {"count": len(nodes), "next": None, "previous": None, "results": nodes}
+            self._send(h, 200, json.dumps(page).encode())
             return
         self._send(h, 404, b'{"detail": "Not found."}')
 
