@@ -407,6 +407,12 @@ class RescaleConfig:
         (int, float),
         _at_least(5),
     )
+    hide_ended_after: float = _key(
+        3600,
+        "Seconds a job the API saw end stays in the tray menu.",
+        (int, float),
+        _at_least(0),
+    )
 
 
 @dataclass(frozen=True)

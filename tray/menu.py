@@ -122,6 +122,8 @@ class MenuContext:
     starting_daemon: bool = False
     # Why the daemon does not answer (shown when it is not running).
     detail: str | None = None
+    # A job the Rescale API saw end leaves the menu this long after (rescale.hide_ended_after).
+    hide_ended_after: float = 3600.0
 
 
 def since_text(since: float | None, now: float) -> str:
@@ -296,6 +298,12 @@ def _endpoint_items(ep: EndpointView, ctx: MenuContext) -> list[Item]:
     return items
 
 
+def _ended_long_ago(ep: EndpointView, ctx: MenuContext) -> bool:
+    """A job the Rescale API saw end, longer ago than the config keeps it in the menu."""
+    verified = ep.source_info is not None and ep.source_info.verified
+    return verified and ep.state is TunnelState.ENDED and ctx.now - ep.since > ctx.hide_ended_after
+
+
 def _no_daemon(ctx: MenuContext) -> tuple[Item, ...]:
     head = "jobtunnel daemon is not running"
     return (
@@ -326,7 +334,8 @@ def build_menu(snapshot: StatusSnapshot | None, ctx: MenuContext) -> tuple[Item,
         items.append(Item(clip(daemon.rescale.line(ctx.now)), enabled=False))
     items.append(SEPARATOR)
     for ep in endpoints:
-        items += _endpoint_items(ep, ctx)
+        if not _ended_long_ago(ep, ctx):
+            items += _endpoint_items(ep, ctx)
     if not endpoints:
         where = f"watching {_plural(len(folders), 'folder')}" if folders else "no watched folder"
         items.append(Item(f"No clusters yet ({where})", enabled=False))

@@ -109,11 +109,11 @@ def _ask_key() -> str:
     return key
 
 
-async def _check(creds: Credentials, page_size: int = 1, pages: int = 1) -> list[Any]:
+async def _check(creds: Credentials, page_size: int, pages: int) -> list[Any]:
     from ..engine.rescale_api import RescaleClient
 
     async with RescaleClient(creds, page_size=page_size, max_pages=pages) as client:
-        return await client.jobs()
+        return await client.jobs(every_page=pages > 1)
 
 
 def _request(creds: Credentials, page_size: int = 1, pages: int = 1) -> list[Any]:
@@ -211,7 +211,7 @@ def run_jobs(args: argparse.Namespace) -> int:
     creds = _credentials(args)
     if creds is None:
         raise Fail("no key: `jobtunnel rescale login` first", 1)
-    jobs = _request(creds, page_size=50)
+    jobs = _request(creds, page_size=50, pages=4 if args.all else 1)
     shown = [j for j in jobs if args.all or not j.ended]
     if args.json:
         print_json(

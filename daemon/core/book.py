@@ -588,13 +588,13 @@ class Book:
             rec.finished = reason or "ended"
             self.version += 1
 
-    def job_ended(self, job_id: str, reason: str) -> Plan:
+    def job_ended(self, job_id: str, reason: str, now: float) -> Plan:
         """A verified source says job ``job_id`` has ended: its tunnel ends now, for good
         (no retries), and it is not reopened at start-up."""
         rec = self.by_job(job_id)
         if rec is None or rec.finished is not None or rec.action == "forgotten":
             return Plan()
-        rec.finished, rec.move = reason, None
+        rec.finished, rec.move, rec.last_seen = reason, None, now
         self.version += 1
         return Plan(end=[(rec.key, reason)], notes=[f"{rec.name}: {reason}"])
 

@@ -51,6 +51,7 @@ __all__ = [
     "parse_instances",
     "parse_jobs",
     "retry_after",
+    "worth_next_page",
 ]
 
 SOURCE = "rescale-api"
@@ -223,6 +224,13 @@ def _page(obj: object) -> tuple[list[object], int, str | None]:
     if nxt is not None and not isinstance(nxt, str):
         raise ShapeError(f"next: expected a URL or null, got {_kind(nxt)}")
     return results, count, nxt or None
+
+
+def worth_next_page(page: JobPage) -> bool:
+    """Whether the job list's next page may hold jobs that run. Rescale lists the newest
+    first, so a page whose oldest job has ended ends the search: one request per poll
+    for most users, however long their history."""
+    return page.next is not None and bool(page.jobs) and not page.jobs[-1].ended
 
 
 def parse_jobs(obj: object) -> JobPage:

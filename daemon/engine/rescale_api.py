@@ -38,6 +38,7 @@ from ..core.rescale import (
     parse_instances,
     parse_jobs,
     retry_after,
+    worth_next_page,
 )
 from .rescale_credentials import Credentials
 
@@ -118,8 +119,9 @@ class RescaleClient:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    async def jobs(self) -> list[Job]:
-        """The job list, following ``next`` up to ``max_pages`` pages (one request each)."""
+    async def jobs(self, *, every_page: bool = False) -> list[Job]:
+        """The job list, following ``next`` (up to ``max_pages`` pages, one request each)
+        while a page may hold running jobs, or always with ``every_page``."""
         url: str | None = f"{self.base}/api/v2/jobs/?page_size={self.page_size}"
         jobs: list[Job] = []
         for _ in range(self.max_pages):
@@ -127,7 +129,8 @@ class RescaleClient:
                 break
             page = parse_jobs(await self._get(url))
             jobs += page.jobs
-            url = self._same_origin(page.next)
+            more = every_page or worth_next_page(page)
+            url = self._same_origin(page.next) if more else None
         return jobs
 
     async def instances(self, job_id: str) -> list[Instance]:

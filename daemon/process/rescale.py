@@ -75,7 +75,6 @@ class RescalePoller:
     # -- lifecycle -------------------------------------------------------------------
 
     def start(self) -> None:
-        self._load_credentials()
         self._task = asyncio.create_task(self._run(), name="rescale-poller")
 
     async def stop(self) -> None:
@@ -101,10 +100,11 @@ class RescalePoller:
             self._client = None
         self.refresh()
 
-    def _load_credentials(self) -> None:
+    async def _load_credentials(self) -> None:
+        """Find the key (off the loop: an OS keyring may block, or ask to be unlocked)."""
         problem: str | None
         try:
-            creds = rescale_credentials.find(self.config)
+            creds = await asyncio.to_thread(rescale_credentials.find, self.config)
         except CredentialsError as exc:
             creds, problem = None, f"Rescale API off: {exc}"
         else:
@@ -126,21 +126,23 @@ class RescalePoller:
                 log.info("Rescale API: polling %s", creds)
             if self._client is not None:
                 client, self._client = self._client, None
-                asyncio.get_running_loop().create_task(client.close())
+                await client.close()
 
     # -- the loop --------------------------------------------------------------------
 
     async def _run(self) -> None:
+        await self._load_credentials()
+        self.on_change()
         while True:
             if self.credentials is None:
                 await self._sleep(None)
-                self._load_credentials()
+                await self._load_credentials()
                 continue
             wait = self.state.wait(time.time())
             if wait > 0:
                 await self._sleep(None if wait == float("inf") else wait)
                 if self._wake.is_set():
-                    self._load_credentials()
+                    await self._load_credentials()
                 continue
             try:
                 await self.poll()

@@ -238,7 +238,7 @@ class Service:
 
     async def _on_job_ended(self, job: Job, reason: str) -> None:
         """The API says the job ended: its tunnel ends now, with no retries."""
-        await self._apply(self.book.job_ended(job.id, reason))
+        await self._apply(self.book.job_ended(job.id, reason, time.time()))
 
     def _api_jobs(self) -> set[str]:
         return {r.job_id for r in self.book if r.job_id and r.verified and r.finished is None}

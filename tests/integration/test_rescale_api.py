@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -44,6 +45,14 @@ def test_job_list_follows_pages_with_the_token_header(fake: FakeRescale) -> None
     assert fake.requests[0].query["page_size"] == ["2"]
 
 
+def test_a_long_history_of_ended_jobs_costs_one_request(fake: FakeRescale) -> None:
+    for i in range(5):
+        fake.job(f"old{i}", "Completed", "Stopped")
+    fake.job("new", "Executing", "Started")  # newest first, as Rescale lists them
+    jobs = asyncio.run(_jobs(client(fake, page_size=2)))
+    assert [j.id for j in jobs] == ["new", "old4"] and fake.count() == 1
+
+
 def test_jwt_key_is_sent_as_bearer() -> None:
     jwt = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2lnbmF0dXJl"
     with FakeRescale(key=jwt) as api:
@@ -78,8 +87,9 @@ def test_malformed_answers_name_the_field(fake: FakeRescale) -> None:
 
 
 def test_next_link_to_another_host_is_not_followed(fake: FakeRescale) -> None:
-    body = b'{"count": 9, "next": "https://evil.example/api/v2/jobs/?page=2", "results": []}'
-    fake.fail(Fault("/api/v2/jobs/", 200, body=body))
+    job = {"id": "a", "name": "", "jobStatus": {"content": "Executing"}}
+    body = {"count": 9, "next": "https://evil.example/api/v2/jobs/?page=2", "results": [job]}
+    fake.fail(Fault("/api/v2/jobs/", 200, body=json.dumps(body).encode()))
     with pytest.raises(ShapeError, match="points away from"):
         asyncio.run(_jobs(client(fake)))
     assert fake.count() == 1

@@ -309,9 +309,10 @@ def test_job_ended_ends_its_tunnel_once() -> None:
     book.found(ep("3.1.1.1", source="rescale-api"), Source.api(1), 1)
     rec = book.by_job("OsKBd")
     assert rec is not None
-    plan = book.job_ended("OsKBd", "job Completed on Rescale")
+    plan = book.job_ended("OsKBd", "job Completed on Rescale", 5)
     assert plan.end == [(rec.key, "job Completed on Rescale")] and rec.finished
-    assert not book.job_ended("OsKBd", "again") and not book.job_ended("nope", "x")
+    assert rec.last_seen == 5  # the status's "since" for an ended endpoint
+    assert not book.job_ended("OsKBd", "again", 6) and not book.job_ended("nope", "x", 6)
     assert book.restore(10, lambda _: True).open == []
 
 
@@ -354,3 +355,13 @@ def test_config_rescale_table_errors_name_file_line_key(tmp_path: Any) -> None:
         "work",
         False,
     )
+
+
+def test_only_pages_that_may_hold_running_jobs_are_followed() -> None:
+    from jobtunnel.daemon.core.rescale import JobPage, worth_next_page
+
+    running, ended = Job("a", "", "Executing", "Started"), Job("b", "", "Completed", "Stopped")
+    assert worth_next_page(JobPage((ended, running), 9, "https://x/?page=2"))
+    assert not worth_next_page(JobPage((running, ended), 9, "https://x/?page=2"))
+    assert not worth_next_page(JobPage((ended, running), 2, None))
+    assert not worth_next_page(JobPage((), 9, "https://x/?page=2"))

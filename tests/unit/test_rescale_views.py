@@ -79,3 +79,21 @@ def test_cli_status_shows_jobs_by_name_and_the_api_health(
     shown = capsys.readouterr().out
     assert "Rescale: 1 running job, checked 5 s ago" in shown
     assert "the FOAM 2 (OsKBd)" in shown
+
+
+def test_an_ended_api_job_leaves_the_menu_after_the_configured_time() -> None:
+    import dataclasses
+
+    ended = copy.deepcopy(RESCALE)
+    ended["endpoints"][0] |= {"state": "ended", "since": CHECKED}
+    snapshot = from_wire(ended)
+
+    def shown(now: float) -> bool:
+        ctx = dataclasses.replace(CTX, now=now, hide_ended_after=600)
+        return any("(OsKBd)" in i.text for i in _all(build_menu(snapshot, ctx)))
+
+    assert shown(CHECKED + 599) and not shown(CHECKED + 601)
+    log_only = copy.deepcopy(recorded("up"))
+    log_only["endpoints"][0] |= {"state": "ended", "since": CHECKED}
+    ctx = dataclasses.replace(CTX, now=CHECKED + 10**6, hide_ended_after=600)
+    assert any("ended" in i.text for i in build_menu(from_wire(log_only), ctx))
