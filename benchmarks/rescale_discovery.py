@@ -30,12 +30,13 @@ import sys
 import tempfile
 import time
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.helpers.daemonproc import Daemon, make_env
+from tests.helpers.daemonproc import Daemon, make_env, wait_for
 from tests.helpers.rescale_api import FakeRescale, node
 from tests.helpers.services import http_get, http_server
 from tests.helpers.sshd import SshServer, free_port
@@ -58,6 +59,10 @@ def _local_port(job: str) -> int | None:
     return None
 
 
+def _polled_after(api: FakeRescale, seen: int) -> bool:
+    return api.count("/api/v2/jobs/") > seen
+
+
 def _ended(job: str) -> bool:
     return any(
         e["job_id"] == job and e["state"] == "ended" for e in _control("status")["endpoints"]
@@ -69,16 +74,6 @@ def _served(port: int) -> bool:
         return asyncio.run(http_get(port, timeout=2)).startswith(b"hello")
     except (OSError, AssertionError, TimeoutError):
         return False
-
-
-def _until(predicate: Any, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise RuntimeError(f"timed out waiting for {what}")
 
 
 def measure(repeats: int, idle: float, seed: int) -> dict[str, Any]:
@@ -112,22 +107,22 @@ def measure(repeats: int, idle: float, seed: int) -> dict[str, Any]:
                     api.job(previous, "Completed", "Stopped")
                 seen = api.count("/api/v2/jobs/")
                 _control("rescale_refresh")  # seen Queued at once: not measured
-                _until(lambda s=seen: api.count("/api/v2/jobs/") > s, 75, "a poll")
+                wait_for(partial(_polled_after, api, seen), "a poll", timeout=75)
                 if previous is not None:
-                    _until(lambda j=previous: _ended(j), 30, f"{previous} ended")
+                    wait_for(partial(_ended, previous), f"{previous} ended", timeout=30)
                 time.sleep(rng.uniform(0, FAST))  # the job starts at any point of a cycle
                 start = time.monotonic()
                 api.instances(job, [node("127.0.0.1", sshd.user, port)])
                 api.job(job, "Executing", "Started")
-                local = _until(lambda j=job: _local_port(j), 60, f"{job}'s tunnel")
-                _until(lambda p=local: _served(p), 30, "a request through the tunnel")
+                local = wait_for(partial(_local_port, job), f"{job}'s tunnel", timeout=60)
+                wait_for(partial(_served, local), "a request through the tunnel", timeout=30)
                 seconds.append(time.monotonic() - start)
                 print(f"  {job}: {seconds[-1]:.2f} s", flush=True)
                 previous = job
             assert previous is not None
             api.job(previous, "Completed", "Stopped")
             _control("rescale_refresh")
-            _until(lambda j=previous: _ended(j), 75, f"{previous} ended")
+            wait_for(partial(_ended, previous), f"{previous} ended", timeout=75)
             # Idle: every job ended; only the slow poll is left.
             time.sleep(2)
             first = len(api.requests)

@@ -169,6 +169,14 @@ def _str(obj: Mapping[str, object], name: str, path: str, *, empty: bool = True)
     return value
 
 
+def _opt_str(obj: Mapping[str, object], name: str, path: str) -> str | None:
+    """A string or null (or absent); an empty string counts as null."""
+    value = obj.get(name)
+    if value is not None and not isinstance(value, str):
+        raise ShapeError(f"{path}{name}: expected a string or null, got {_kind(value)}")
+    return value or None
+
+
 def _content(obj: Mapping[str, object], name: str, path: str) -> str:
     """``{"content": "..."}``, the API's display objects; null means unknown ("")."""
     value = _field(obj, name, path)
@@ -240,16 +248,15 @@ def parse_jobs(obj: object) -> JobPage:
     for i, item in enumerate(results):
         path = f"results[{i}]."
         job = _obj(item, path[:-1])
-        inserted = job.get("dateInserted")
         jobs.append(
             Job(
                 id=_str(job, "id", path, empty=False),
-                name=_str(job, "name", path) if job.get("name") is not None else "",
+                name=_opt_str(job, "name", path) or "",
                 status=_content(job, "jobStatus", path),
                 cluster=_content(job, "clusterStatusDisplay", path)
                 if "clusterStatusDisplay" in job
                 else "",
-                inserted=inserted if isinstance(inserted, str) else "",
+                inserted=_opt_str(job, "dateInserted", path) or "",
             )
         )
     return JobPage(tuple(jobs), count, nxt)
@@ -281,12 +288,7 @@ def parse_instances(obj: object) -> tuple[list[Instance], str | None]:
     for i, item in enumerate(results):
         path = f"results[{i}]."
         node = _obj(item, path[:-1])
-        ip = node.get("publicIp")
-        if ip is not None and not isinstance(ip, str):
-            raise ShapeError(f"{path}publicIp: expected a string or null, got {_kind(ip)}")
-        user = node.get("username")
-        if user is not None and not isinstance(user, str):
-            raise ShapeError(f"{path}username: expected a string or null, got {_kind(user)}")
+        ip, user = _opt_str(node, "publicIp", path), _opt_str(node, "username", path)
         port = node.get("sshPort", 22)
         if port is None:
             port = 22
@@ -294,10 +296,8 @@ def parse_instances(obj: object) -> tuple[list[Instance], str | None]:
             port = int(port)
         if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
             raise ShapeError(f"{path}sshPort: expected a port number, got {port!r}")
-        role = node.get("role") or ""
-        if not isinstance(role, str):
-            raise ShapeError(f"{path}role: expected a string, got {_kind(role)}")
-        nodes.append(Instance(ip or None, user or None, port, role))
+        role = _opt_str(node, "role", path) or ""
+        nodes.append(Instance(ip, user, port, role))
     return nodes, nxt
 
 

@@ -4,8 +4,6 @@ master node is the suite's real sshd (so the API's ``username`` is the local use
 from __future__ import annotations
 
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -18,21 +16,6 @@ from tests.helpers.rescale_api import KEY, FakeRescale, node, use_api
 pytestmark = pytest.mark.sshd
 
 JOB = "OsKBd"
-
-
-class VerboseDaemon(Daemon):
-    """``jobtunnel run --verbose``: debug logging is where a key would leak first."""
-
-    def __init__(self, env: Env) -> None:
-        self.env = env
-        self.log = env.home / f"daemon-verbose-{time.monotonic_ns()}.log"
-        with self.log.open("wb") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "jobtunnel.daemon", "run", "--verbose"],
-                env=env.vars,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
 
 
 @pytest.fixture
@@ -53,7 +36,7 @@ def test_a_job_started_in_the_api_gets_its_tunnel_then_ends_with_the_job(
 ) -> None:
     use_api(env, api)
     api.job(JOB, "Queued", "Not Started", name="the FOAM 2")
-    daemon = VerboseDaemon(env)
+    daemon = Daemon(env, verbose=True)
     try:
         daemon.wait_ready()
         wait_for(
