@@ -196,11 +196,13 @@ class RescalePoller:
         try:
             master = master_of(await client.instances(job.id))
         except RescaleError as exc:
-            if exc.status == 404:
+            if exc.status in (403, 404):
+                # Not documented as supported (404), or not for this job (403, a shared
+                # one): that job's logs, not a stop of every poll.
                 self.state.instances_missing(job)
                 self._say(
                     job.id,
-                    f"Rescale API: job {job.label} has no instances endpoint (404; it is not "
+                    f"Rescale API: no instances of job {job.label} ({exc.status}; it is not "
                     "an officially supported endpoint); its endpoint comes from its logs only",
                 )
                 return

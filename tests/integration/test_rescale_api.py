@@ -208,12 +208,15 @@ def test_poller_stops_on_401_and_falls_back_on_404(
     sink = Sink()
     fake.job("A", "Executing", "Started")
     fake.instances("A", None)
+    fake.job("B", "Executing", "Started")
+    fake.fail(Fault("/api/v2/jobs/B/instances/", 403))
 
     async def go() -> None:
         p = poller(fake, sink, monkeypatch)
         p.start()
         try:
-            await _until(lambda: "A" in p.state.no_instances)
+            await _until(lambda: {"A", "B"} <= p.state.no_instances)
+            assert p.state.stopped is None  # a 403 for one job's instances stops nothing
             assert p.state.wait(time.time()) > 50  # nothing left to ask fast about
             fake.fail(Fault("/api/v2/jobs/", 401, times=99))
             p.refresh()
