@@ -20,6 +20,7 @@ from .core.address import parse_user_hostport
 from .core.detect import DEFAULT_USERNAME_PATTERN
 from .core.forward import parse_dynamic, parse_forward
 from .core.policy import ReconnectPolicy, reconnect_problem
+from .core.rescale import PLATFORMS, base_url, base_url_problem
 
 __all__ = [
     "Config",
@@ -407,6 +408,67 @@ class DaemonConfig:
     )
 
 
+def _platform(value: str) -> str | None:
+    try:
+        base_url(value)
+    except ValueError as exc:
+        return str(exc).partition("; ")[2] or str(exc)
+    return None
+
+
+def _api_url(value: str) -> str | None:
+    return None if not value else base_url_problem(value)
+
+
+def _profile(value: str) -> str | None:
+    if not value:
+        return None
+    if not value.strip() or any(c in value for c in "[]\n\0"):
+        return "must be a profile name of the Rescale CLI's apiconfig, such as default"
+    return None
+
+
+@dataclass(frozen=True)
+class RescaleConfig:
+    """The Rescale API as a verified source of endpoints (`jobtunnel rescale login`)."""
+
+    enabled: bool = _key(
+        True, "Ask the Rescale API for your jobs' clusters when a key is set.", bool
+    )
+    profile: str = _key(
+        "",
+        "Read the key from this profile of the Rescale CLI's ~/.config/rescale/apiconfig "
+        "at each start (no copy is made); empty: the key of `jobtunnel rescale login`, "
+        "else RESCALE_API_KEY.",
+        str,
+        _profile,
+    )
+    platform: str = _key(
+        "us",
+        "Rescale platform: " + ", ".join(PLATFORMS) + " (or its host name).",
+        str,
+        _platform,
+    )
+    url: str = _key(
+        "", "API address instead of platform, e.g. https://platform.rescale.com.", str, _api_url
+    )
+    slow_interval: float = _key(
+        60, "Seconds between polls while no job is starting.", (int, float), _at_least(10)
+    )
+    fast_interval: float = _key(
+        10,
+        "Seconds between polls while a job waits for its cluster.",
+        (int, float),
+        _at_least(5),
+    )
+    hide_ended_after: float = _key(
+        3600,
+        "Seconds a job the API saw end stays in the tray menu.",
+        (int, float),
+        _at_least(0),
+    )
+
+
 @dataclass(frozen=True)
 class Config:
     """The whole config; ``Config()`` is every default."""
@@ -417,6 +479,7 @@ class Config:
     tunnels: TunnelsConfig = field(default_factory=TunnelsConfig)
     reconnect: ReconnectConfig = field(default_factory=ReconnectConfig)
     daemon: DaemonConfig = field(default_factory=DaemonConfig)
+    rescale: RescaleConfig = field(default_factory=RescaleConfig)
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
         """Section -> key -> value, as the file would say it."""
@@ -452,6 +515,7 @@ _SECTION: dict[str, type] = {
     "tunnels": TunnelsConfig,
     "reconnect": ReconnectConfig,
     "daemon": DaemonConfig,
+    "rescale": RescaleConfig,
 }
 
 _TYPE_WORDS = {

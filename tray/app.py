@@ -83,6 +83,7 @@ class TrayApp:
         self._control_path: Path | None = None
         self._identity = str(paths.key_file())
         self._putty = putty.find_putty()
+        self._hide_ended: float | None = None
         self._load_config()
         self.notifier = Notifier(self._send_notification)
 
@@ -95,6 +96,7 @@ class TrayApp:
             log.warning("config has errors, using defaults for the tray: %s", exc)
             return
         self._transport = config.daemon.control
+        self._hide_ended = config.rescale.hide_ended_after
         if config.ssh.identity_files:
             self._identity = str(Path(config.ssh.identity_files[0]).expanduser())
 
@@ -112,6 +114,7 @@ class TrayApp:
             starting_daemon=starting,
             detail=self.detail,
             putty=self._putty,
+            **({} if self._hide_ended is None else {"hide_ended_after": self._hide_ended}),
         )
 
     # -- state -> icon -----------------------------------------------------------------

@@ -129,6 +129,8 @@ class MenuContext:
     detail: str | None = None
     # PuTTY's executable where it is installed: adds "Open in PuTTY".
     putty: str | None = None
+    # A job the Rescale API saw end leaves the menu this long after (rescale.hide_ended_after).
+    hide_ended_after: float = 3600.0
 
 
 def since_text(since: float | None, now: float) -> str:
@@ -267,7 +269,7 @@ def _state_word(ep: EndpointView) -> str:
 def _endpoint_items(ep: EndpointView, ctx: MenuContext) -> list[Item]:
     name = ep.name
     since = since_text(ep.since, ctx.now)
-    parts = (ep.job_id, name, f"{_state_word(ep)} {since}".strip())
+    parts = (ep.job_label, name, f"{_state_word(ep)} {since}".strip())
     header = "  ".join(p for p in parts if p)
     waiting = ep.action is Decision.PENDING
     running = ep.state in RUNNING and not waiting
@@ -300,6 +302,8 @@ def _endpoint_items(ep: EndpointView, ctx: MenuContext) -> list[Item]:
         else Item("Connect", Action(TrayAction.CONNECT, (name,))),
         Item("Forget", Action(TrayAction.FORGET, (name,))),
     ]
+    if ep.job_url:
+        sub.append(Item("Open job in Rescale", Action(TrayAction.OPEN_URL, (ep.job_url,))))
     items = [Item(clip(header), children=tuple(sub))]
     if ep.pending_move is not None:
         items.append(
@@ -340,6 +344,12 @@ def _putty_items(ep: EndpointView, ctx: MenuContext, running: bool) -> list[Item
     return [Item("Open in PuTTY", Action(TrayAction.OPEN_PUTTY, (ppk, ctx.identity_file, *argv)))]
 
 
+def _ended_long_ago(ep: EndpointView, ctx: MenuContext) -> bool:
+    """A job the Rescale API saw end, longer ago than the config keeps it in the menu."""
+    verified = ep.source_info is not None and ep.source_info.verified
+    return verified and ep.state is TunnelState.ENDED and ctx.now - ep.since > ctx.hide_ended_after
+
+
 def _no_daemon(ctx: MenuContext) -> tuple[Item, ...]:
     head = "jobtunnel daemon is not running"
     return (
@@ -366,9 +376,12 @@ def build_menu(snapshot: StatusSnapshot | None, ctx: MenuContext) -> tuple[Item,
     items: list[Item] = [Item(tooltip(snapshot).removeprefix("jobtunnel: "), enabled=False)]
     if daemon.save_error:
         items.append(Item(clip(f"Cannot save state: {daemon.save_error}"), enabled=False))
+    if daemon.rescale is not None and daemon.rescale.state != "off":
+        items.append(Item(clip(daemon.rescale.line(ctx.now)), enabled=False))
     items.append(SEPARATOR)
     for ep in endpoints:
-        items += _endpoint_items(ep, ctx)
+        if not _ended_long_ago(ep, ctx):
+            items += _endpoint_items(ep, ctx)
     if not endpoints:
         where = f"watching {_plural(len(folders), 'folder')}" if folders else "no watched folder"
         items.append(Item(f"No clusters yet ({where})", enabled=False))

@@ -68,6 +68,7 @@ class NoticePolicy:
         self._host_key_errors: dict[str, str] = {}
         self._moves: dict[str, tuple[str, int]] = {}
         self._services: dict[str, set[int]] = {}  # endpoint -> cluster ports seen serving
+        self._ended: set[str] = set()
         self._last: dict[tuple[str, str], float] = {}
         self._sent: deque[float] = deque()
 
@@ -92,6 +93,7 @@ class NoticePolicy:
             notices += self._host_key(ep, label)
             notices += self._move(ep, label)
             notices += self._new_services(ep, label)
+            notices += self._finished(ep, first)
             error = ep.last_error
             if ep.state in DOWN and ep.action is Decision.ACTIVE:
                 since = self._down_since.setdefault(name, now)
@@ -149,6 +151,18 @@ class NoticePolicy:
                            ep.name)
                 )  # fmt: skip
         return notices
+
+    def _finished(self, ep: EndpointView, first: bool) -> list[Notice]:
+        """ "Job NAME finished": once, when a job the Rescale API named has ended."""
+        if ep.state is not TunnelState.ENDED:
+            self._ended.discard(ep.name)
+            return []
+        if ep.name in self._ended:
+            return []
+        self._ended.add(ep.name)
+        if first or not ep.job_name:
+            return []
+        return [Notice("finished", f"Job {ep.job_name} finished", ep.job_label or "", ep.name)]
 
     def _move(self, ep: EndpointView, label: str) -> list[Notice]:
         """A newer address reported for a job, once per address."""

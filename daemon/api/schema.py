@@ -40,6 +40,8 @@ __all__ = [
     "ForwardState",
     "ForwardView",
     "MoveView",
+    "RescaleJobView",
+    "RescaleView",
     "SchemaError",
     "ServiceState",
     "ServiceView",
@@ -121,6 +123,7 @@ class Command(enum.StrEnum):
     FORWARD = "forward"
     SERVICES = "services"
     RELOAD = "reload"  # re-read the config (what SIGHUP does, where there is one)
+    RESCALE_REFRESH = "rescale_refresh"
 
 
 class EventName(enum.StrEnum):
@@ -199,6 +202,38 @@ class WatchView(_Wire):
 
 
 @dataclass(frozen=True, kw_only=True)
+class RescaleJobView(_Wire):
+    """A job the Rescale API lists as not ended."""
+
+    id: str
+    name: str
+    status: str  # jobStatus: Pending, Queued, Started, Executing...
+    cluster: str  # clusterStatusDisplay: Not Started, Starting, Started...
+
+
+@dataclass(frozen=True, kw_only=True)
+class RescaleView(_Wire):
+    """The Rescale API as the daemon polls it."""
+
+    state: str  # off, starting, ok, error, stopped (a refused key: polling stopped)
+    base: str | None = None  # the platform's address
+    key_from: str | None = None  # where the key was found (never the key)
+    checked_at: float | None = None  # epoch seconds of the last good answer
+    error: str | None = None  # the last error, or why the API is off
+    running: int = 0  # jobs whose cluster is starting or started
+    jobs: tuple[RescaleJobView, ...] = ()
+
+    def line(self, now: float) -> str:
+        """``Rescale: 2 running jobs, checked 12 s ago``, or what is wrong."""
+        if self.state in ("off", "error", "stopped"):
+            return f"Rescale: {self.error or self.state}"
+        if self.checked_at is None:
+            return "Rescale: not asked yet"
+        jobs = "1 running job" if self.running == 1 else f"{self.running} running jobs"
+        return f"Rescale: {jobs}, checked {max(0, round(now - self.checked_at))} s ago"
+
+
+@dataclass(frozen=True, kw_only=True)
 class DaemonInfo(_Wire):
     pid: int
     version: str
@@ -208,6 +243,7 @@ class DaemonInfo(_Wire):
     save_error: str | None
     watch: WatchView
     summary: str
+    rescale: RescaleView | None = None  # None from a daemon without the API
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -285,6 +321,15 @@ class EndpointView(_Wire):
     refused_key: str | None = None  # fingerprint of a refused host key (trust that one)
     services: tuple[ServiceView, ...] = ()
     ssh_alias: str | None = None  # its Host in jobtunnel's ssh_config (rescale-<jobid>)
+    job_name: str | None = None  # the job's name in Rescale (from the API)
+    job_url: str | None = None  # the job's page in Rescale's web app
+
+    @property
+    def job_label(self) -> str | None:
+        """``the FOAM 2 (OsKBd)`` when the API named the job, else its id."""
+        if self.job_name and self.job_id:
+            return f"{self.job_name} ({self.job_id})"
+        return self.job_id
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -187,6 +187,13 @@ COMMANDS: tuple[Command, ...] = (
         "forward a port of a cluster (one `services` offers), now and at every start",
         "endpoints",
     ),
+    Command(
+        "rescale",
+        "rescale",
+        "rescale",
+        "the Rescale API as a source: login, logout, status, jobs, refresh",
+        "setting up",
+    ),
 )
 
 EXAMPLES = """\

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import collections
 import logging
+import time
 
 from ..api.schema import Decision, EndpointView, ForwardView
 from ..logs import log_file, setup_logging
@@ -128,6 +129,8 @@ def run_status(args: argparse.Namespace) -> int:
     daemon = snapshot.daemon
     out(f"jobtunnel {daemon.version} (pid {daemon.pid}): {daemon.summary}")
     out(f"watching {', '.join(daemon.watch.folders)} ({daemon.watch.mode})")
+    if daemon.rescale is not None and daemon.rescale.state != "off":
+        out(daemon.rescale.line(time.time()))
     if daemon.save_error:
         out(f"warning: {daemon.save_error}")
     if not snapshot.endpoints:
@@ -138,7 +141,7 @@ def run_status(args: argparse.Namespace) -> int:
         return 0
     rows = [
         [
-            ep.job_id or "-",
+            ep.job_label or "-",
             ep.name,
             ep.state,
             ago(ep.since),

@@ -58,6 +58,7 @@ SourceKind = Literal["file", "user", "rescale-api"]
 SOURCE_KINDS: tuple[SourceKind, ...] = ("file", "user", "rescale-api")
 
 BY_USER = "added by the user"
+BY_API = "the Rescale API"
 # Distinct places remembered per endpoint: enough to know whether any file still names
 # it, bounded so that a file copied a thousand times cannot grow a record.
 MAX_SOURCES = 8
@@ -110,6 +111,11 @@ class Source:
         return cls("file", path, line, mtime)
 
     @classmethod
+    def api(cls, now: float) -> Source:
+        """The Rescale API said so: verified (it moves a job without asking)."""
+        return cls("rescale-api", None, 0, now, verified=True)
+
+    @classmethod
     def user(cls, now: float, path: str | None = None, line: int = 0) -> Source:
         """The user named it (``add``), from ``path`` when they gave a file."""
         return cls("user", path, line, now)
@@ -121,12 +127,14 @@ class Source:
 
     @property
     def label(self) -> str:
-        """The file, or :data:`BY_USER`."""
-        return self.path if self.path is not None else BY_USER
+        """The file, :data:`BY_USER`, or the API."""
+        if self.path is not None:
+            return self.path
+        return BY_API if self.kind == "rescale-api" else BY_USER
 
     @property
     def where(self) -> str:
-        return f"{self.path}:{self.line}" if self.path is not None else BY_USER
+        return f"{self.path}:{self.line}" if self.path is not None else self.label
 
 
 @dataclass(frozen=True)
@@ -188,8 +196,13 @@ class Record:
 
     @property
     def source(self) -> Source:
-        """The newest source naming this address: the one that won."""
-        return max(self.sources, key=lambda s: s.order)
+        """The source that won: a verified one, else the newest naming this address."""
+        return max(self.sources, key=lambda s: (s.verified, s.order))
+
+    @property
+    def verified(self) -> bool:
+        """A verified source (the Rescale API) names this address."""
+        return any(s.verified for s in self.sources)
 
     @property
     def files(self) -> list[str]:
@@ -370,7 +383,10 @@ class Book:
         plan = Plan()
         rec = self._records.get(ep.key)
         if rec is not None:
+            confirmed = source.verified and not rec.verified
             self._refresh(rec, ep, source, now)
+            if confirmed:
+                plan.notes.append(f"{rec.name} (job {rec.job_id}) confirmed by {source.kind}")
             return plan
         job = self.by_job(ep.job_id) if ep.job_id else None
         if job is not None:
@@ -415,6 +431,15 @@ class Book:
         move = Move(ep.user, ep.host, ep.port, source, ep.notebook_url, now)
         if source.verified:
             return self._move(rec, move, f"confirmed by {source.kind}")
+        if rec.verified:
+            # The API's word stands: a file cannot even propose another address.
+            self._say(
+                plan,
+                ("contradicts", move.name, source.label),
+                f"{source.where}: refused {move.name}: it contradicts job {rec.job_id}'s "
+                f"address {rec.name} given by {rec.source.kind}",
+            )
+            return plan
         if source.order <= rec.source.order:
             self._say(
                 plan,
@@ -575,6 +600,16 @@ class Book:
         rec.chosen_ports.append(port)
         self.version += 1
         return True
+
+    def job_ended(self, job_id: str, reason: str, now: float) -> Plan:
+        """A verified source says job ``job_id`` has ended: its tunnel ends now, for good
+        (no retries), and it is not reopened at start-up."""
+        rec = self.by_job(job_id)
+        if rec is None or rec.finished is not None or rec.action == "forgotten":
+            return Plan()
+        rec.finished, rec.move, rec.last_seen = reason, None, now
+        self.version += 1
+        return Plan(end=[(rec.key, reason)], notes=[f"{rec.name}: {reason}"])
 
     def seen(self, key: Key, now: float) -> None:
         """``key``'s tunnel is up: the endpoint is alive (it is not pruned)."""

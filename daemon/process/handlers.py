@@ -55,6 +55,7 @@ class Handlers:
             Command.FORWARD: self._cmd_forward,
             Command.SERVICES: self._cmd_services,
             Command.RELOAD: self._cmd_reload,
+            Command.RESCALE_REFRESH: self._cmd_rescale_refresh,
         }
 
     def _resolve(self, args: dict[str, Any]) -> Record:
@@ -118,6 +119,11 @@ class Handlers:
         if reason is not None:
             raise CommandError(f"{target}: {reason}")
         return Endpoint(user, host, port, job_id_of(user), "added by the user", 0)
+
+    async def _cmd_rescale_refresh(self, args: dict[str, Any]) -> Any:
+        """Poll the Rescale API now (a new key is read first)."""
+        self.service.rescale.refresh()
+        return self.service.rescale.view().to_wire()
 
     async def _cmd_connect(self, args: dict[str, Any]) -> Any:
         rec = self._resolve(args)

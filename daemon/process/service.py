@@ -25,6 +25,7 @@ from ..api.server import ControlServer
 from ..config import Config, ConfigError, load_config
 from ..core.book import Book, Limits, Plan, Record, Source
 from ..core.detect import Endpoint, Rejection
+from ..core.rescale import Job
 from ..core.throttle import Seen
 from ..engine.hostkeys import HostKeyStore
 from ..engine.options import TunnelStatus, forwards_of, tunnel_options
@@ -35,6 +36,7 @@ from .deadline import StopDeadline
 from .detection import DetectionWorker
 from .handlers import Handlers
 from .instance import InstanceLock
+from .rescale import RescalePoller
 from .sshexport import SshExport
 from .store import Store, StoreError
 from .systemd import Notifier
@@ -95,6 +97,13 @@ class Service:
         self.handlers = Handlers(self)
         self.control = ControlServer(self.handlers.table(), transport=config.daemon.control)
         self.scheduler: AsyncIOScheduler | None = None
+        self.rescale = RescalePoller(
+            config.rescale,
+            allow_private=config.detect.allow_private_addresses,
+            on_endpoint=self._on_api_endpoint,
+            on_ended=self._on_job_ended,
+            has_endpoint=self._api_jobs,
+        )
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -130,6 +139,8 @@ class Service:
         self._save_soon()
         await self.watcher.start()
         self._start_scheduler()
+        self.rescale.on_change = self._publish_soon
+        self.rescale.start()
         self._arm_watchdog()
         summary = self._summary()
         log.info("jobtunnel %s running (pid %d): %s", __version__, os.getpid(), summary)
@@ -140,6 +151,7 @@ class Service:
         self.notifier.stopping()
         if self.scheduler is not None:
             self.scheduler.shutdown(wait=False)
+        await self.rescale.stop()
         if self._watchdog_handle is not None:
             self._watchdog_handle.cancel()
         self._stopping.set()  # no tunnel opens from here on
@@ -197,12 +209,14 @@ class Service:
             else:
                 self._spawn(self._on_endpoint(finding, explicit=False))
 
-    async def _on_endpoint(self, endpoint: Endpoint, *, explicit: bool) -> Record | None:
+    async def _on_endpoint(
+        self, endpoint: Endpoint, *, explicit: bool, source: Source | None = None
+    ) -> Record | None:
         rec: Record | None
         if explicit:
             rec, plan = self.book.add(endpoint, self._user_source(endpoint), time.time())
         else:
-            plan = self.book.found(endpoint, self._source_of(endpoint), time.time())
+            plan = self.book.found(endpoint, source or self._source_of(endpoint), time.time())
             rec = self.book.get(endpoint.key)
         await self._apply(plan)
         return rec
@@ -218,6 +232,18 @@ class Service:
     def _user_source(endpoint: Endpoint) -> Source:
         path = None if endpoint.source == "added by the user" else endpoint.source
         return Source.user(time.time(), path, endpoint.line)
+
+    # -- the Rescale API: a verified source ---------------------------------------------
+
+    async def _on_api_endpoint(self, endpoint: Endpoint, job: Job) -> None:
+        await self._on_endpoint(endpoint, explicit=False, source=Source.api(time.time()))
+
+    async def _on_job_ended(self, job: Job, reason: str) -> None:
+        """The API says the job ended: its tunnel ends now, with no retries."""
+        await self._apply(self.book.job_ended(job.id, reason, time.time()))
+
+    def _api_jobs(self) -> set[str]:
+        return {r.job_id for r in self.book if r.job_id and r.verified and r.finished is None}
 
     async def _apply(self, plan: Plan) -> None:
         """Do what the book decided: end, stop, then open; log its notes."""
@@ -333,6 +359,7 @@ class Service:
         if jumped > CLOCK_JUMP:
             log.info("clock jumped %.0f s (resume from sleep?): probing every tunnel", jumped)
             await asyncio.gather(*(t.probe() for t in self.tunnels.values()))
+            self.rescale.refresh()
         ended = [k for k, t in self.tunnels.items() if t.state.value == "ended"]
         if ended:
             self._publish()
@@ -391,6 +418,8 @@ class Service:
                 rec = self.book.get(key)
                 if rec is not None and rec.action == "active":
                     await self._open_tunnel(rec)
+        if (config.rescale, config.detect) != (old.rescale, old.detect):
+            await self.rescale.reconfigure(config.rescale, config.detect.allow_private_addresses)
         if config.daemon != old.daemon:
             log.info("reload: [daemon] changes apply at the next restart")
         self._save_soon()
@@ -428,6 +457,7 @@ class Service:
                 mode=self.watcher.mode,
             ),
             summary=self._summary(),
+            rescale=self.rescale.view(),
         )
         return view.snapshot(
             daemon,
@@ -436,6 +466,7 @@ class Service:
             forwards_of(self.config),
             self.config.tunnels.bind_address,
             self.config.tunnels.forward_names,
+            jobs=self.rescale,
         )
 
 

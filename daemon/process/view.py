@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterable, Mapping, Sequence
+from typing import Protocol
 
 from ..api.schema import (
     DaemonInfo,
@@ -28,7 +29,15 @@ from ..core.portnames import port_name
 from ..core.sshconfig import Cluster, aliases
 from ..engine.options import ForwardStatus, ServiceStatus, TunnelStatus
 
-__all__ = ["endpoint_view", "snapshot", "source_view"]
+__all__ = ["JobNames", "endpoint_view", "snapshot", "source_view"]
+
+
+class JobNames(Protocol):
+    """What a source of job names (the Rescale API poller) tells about a job id."""
+
+    def job_name(self, job_id: str | None) -> str | None: ...
+
+    def job_url(self, job_id: str | None) -> str | None: ...
 
 
 def snapshot(
@@ -38,6 +47,7 @@ def snapshot(
     forwards: Sequence[ForwardSpec],
     bind_address: str,
     names: Mapping[str, str] | None = None,
+    jobs: JobNames | None = None,
 ) -> StatusSnapshot:
     """The ``status`` reply: the daemon, then every endpoint not forgotten; ``names``:
     the config's names of forwards (by spec)."""
@@ -47,7 +57,7 @@ def snapshot(
         daemon=daemon,
         endpoints=tuple(
             _named(
-                endpoint_view(rec, statuses.get(rec.key), forwards, bind_address),
+                endpoint_view(rec, statuses.get(rec.key), forwards, bind_address, jobs),
                 alias.get(rec.key),
                 names or {},
             )
@@ -61,6 +71,7 @@ def endpoint_view(
     status: TunnelStatus | None,
     forwards: Sequence[ForwardSpec],
     bind_address: str,
+    jobs: JobNames | None = None,
 ) -> EndpointView:
     """One endpoint: its record, and its tunnel's report when it has a tunnel."""
     source = rec.source
@@ -97,6 +108,8 @@ def endpoint_view(
         waiting_reason=rec.waiting_reason,
         refused_key=status.refused_key if status else None,
         services=tuple(_service_view(s) for s in status.services) if status else (),
+        job_name=jobs.job_name(rec.job_id) if jobs else None,
+        job_url=jobs.job_url(rec.job_id) if jobs else None,
     )
 
 

@@ -38,6 +38,7 @@ __all__ = [
     "check_keys",
     "check_ports",
     "check_public_key",
+    "check_rescale",
     "check_service",
     "check_tray",
     "port_holder_command",
@@ -317,6 +318,30 @@ def check_ports(config: Config, daemon_status: StatusSnapshot | None = None) -> 
     return out
 
 
+def check_rescale(config: Config, status: StatusSnapshot | None) -> Check:
+    """The Rescale API key: where it comes from and, from the running daemon, whether
+    the API accepts it (no request of its own)."""
+    from ..engine.rescale_credentials import CredentialsError, find
+
+    name = "Rescale API"
+    try:
+        creds = find(config.rescale)
+    except CredentialsError as exc:
+        return Check(name, "fail", str(exc), "jobtunnel rescale login, or fix [rescale] profile")
+    if creds is None:
+        why = "turned off ([rescale] enabled = false)" if not config.rescale.enabled else "no key"
+        return Check(
+            name, "info", f"off: {why}; logs are the only source", "jobtunnel rescale login"
+        )
+    view = status.daemon.rescale if status is not None else None
+    if view is None:
+        return Check(name, "info", f"key for {creds.base} from {creds.origin} (not checked)")
+    if view.state in ("stopped", "error"):
+        fix = "jobtunnel rescale login" if view.state == "stopped" else "jobtunnel rescale refresh"
+        return Check(name, "fail", f"{creds.base}: {view.error}", fix)
+    return Check(name, "ok", f"{creds.base} answers (key from {creds.origin})")
+
+
 def run_checks(
     config_path: Path | None = None, call: Callable[..., Any] | None = None
 ) -> list[Check]:
@@ -325,6 +350,6 @@ def run_checks(
     results = [*check_keys(config), check_agent(), check_public_key(config), config_check]
     results += check_folders(config)
     daemon_check, status = check_daemon(config, call)
-    results += [daemon_check, check_service(), check_tray()]
+    results += [daemon_check, check_service(), check_tray(), check_rescale(config, status)]
     results += check_ports(config, status)
     return results

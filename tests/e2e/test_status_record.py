@@ -23,6 +23,7 @@ import pytest
 from jobtunnel.daemon.api.schema import from_wire, json_kind
 
 from tests.helpers.daemonproc import Daemon, Env, endpoint_up, wait_for
+from tests.helpers.rescale_api import FakeRescale, node, use_api
 
 RECORDED = Path(__file__).resolve().parents[1] / "data" / "status"
 RECORDING = os.environ.get("JOBTUNNEL_RECORD_STATUS") == "1"
@@ -158,3 +159,22 @@ def test_live_status_with_a_pending_move(env: Env, daemons: Callable[[], Daemon]
     problems: list[str] = []
     check("pending-move", live, env, problems)
     assert not problems, "\n".join(problems)
+
+
+@pytest.mark.sshd
+@pytest.mark.timeout(120)
+def test_live_status_with_the_rescale_api(env: Env, daemons: Callable[[], Daemon]) -> None:
+    """A job the Rescale API lists, its tunnel up: job names, links and the API's health."""
+    with FakeRescale() as api:
+        api.job("OsKBd", "Executing", "Started", name="the FOAM 2")
+        api.job("XZFQV", "Queued", "Not Started", name="the FOAM 3")
+        api.instances("OsKBd", [node("127.0.0.1", env.sshd.user, env.sshd.port)])
+        use_api(env, api)
+        daemons()
+        live = wait_for(
+            lambda: [s for s in [env.status()] if endpoint_up(env)], "the tunnel from the API"
+        )[0]
+        live = json.loads(json.dumps(live).replace(api.url, "https://platform.rescale.com"))
+        problems: list[str] = []
+        check("rescale", live, env, problems)
+        assert not problems, "\n".join(problems)

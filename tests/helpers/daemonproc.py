@@ -99,14 +99,22 @@ def make_env(home: Path, sshd: SshServer, service_port: int) -> Env:
 
 class Daemon:
     """``jobtunnel run`` for ``env``; ``wrapper``: a command line that ends by exec-ing the
-    words it is given (to run the daemon in a namespace of its own, say)."""
+    words it is given (to run the daemon in a namespace of its own, say); ``verbose``:
+    ``run --verbose`` (debug logging, where secrets would leak first)."""
 
-    def __init__(self, env: Env, wrapper: Sequence[str] = ()) -> None:
+    def __init__(self, env: Env, wrapper: Sequence[str] = (), *, verbose: bool = False) -> None:
         self.env = env
         self.log = env.home / f"daemon-{time.monotonic_ns()}.log"
         with self.log.open("wb") as out:
             self.proc = subprocess.Popen(
-                [*wrapper, sys.executable, "-m", "jobtunnel.daemon", "run"],
+                [
+                    *wrapper,
+                    sys.executable,
+                    "-m",
+                    "jobtunnel.daemon",
+                    "run",
+                    *(["--verbose"] if verbose else []),
+                ],
                 env=env.vars,
                 stdout=out,
                 stderr=subprocess.STDOUT,

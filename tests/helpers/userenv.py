@@ -12,7 +12,14 @@ def isolated_env(home: Path, runtime: Path | None = None) -> dict[str, str]:
     since a Unix socket path is limited to about 100 bytes. Creates ``runtime`` (0700)."""
     runtime = runtime or home / "run"
     env = dict(os.environ)
-    for var in ("JOBTUNNEL_CONFIG", "SSH_AUTH_SOCK", "NOTIFY_SOCKET", "XDG_RUNTIME_DIR"):
+    # RESCALE_API_KEY: a developer's real key must not make test daemons ask Rescale.
+    for var in (
+        "JOBTUNNEL_CONFIG",
+        "SSH_AUTH_SOCK",
+        "NOTIFY_SOCKET",
+        "XDG_RUNTIME_DIR",
+        "RESCALE_API_KEY",
+    ):
         env.pop(var, None)
     env.update(
         HOME=str(home),
