@@ -95,7 +95,8 @@ def test_a_clusters_services_are_found_forwarded_and_offered(tmp_path: Path) -> 
         text = env.config.read_text()
         start = text.index("forwards = ")
         end = text.index("\n", start)
-        text = text[:start] + f'forwards = ["{NOTHING_PORT}"]\ndiscover_interval = 5' + text[end:]
+        text = text[:start] + f'forwards = ["{NOTHING_PORT}"]' + text[end:]
+        text = text.replace("discover_interval = 0", "discover_interval = 5")
         env.config.write_text(text)
         daemon = Daemon(env)
         try:

@@ -104,6 +104,10 @@ def test_the_structure_compare_sees_renames_and_retypes() -> None:
 @pytest.mark.sshd
 @pytest.mark.timeout(120)
 def test_live_status_has_the_recorded_structure(env: Env, daemons: Callable[[], Daemon]) -> None:
+    # Discovery on (the helpers turn it off): the payloads carry services.
+    env.config.write_text(
+        env.config.read_text().replace("discover_interval = 0", "discover_interval = 5")
+    )
     daemons()
     problems: list[str] = []
     check("empty", env.status(), env, problems)

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import pytest
 from jobtunnel.daemon.api.schema import from_wire
+from jobtunnel.tray import putty
 from jobtunnel.tray.icon import COLOURS, Overall
 from jobtunnel.tray.menu import Item, MenuContext, build_menu
 from PIL import Image, ImageChops
@@ -250,8 +251,9 @@ def drive_the_tray(env: Env, desktop: Desktop, daemon: Daemon) -> None:
     desktop.run("xdotool", "mousemove", str(x + w // 2), str(y + h // 2), "click", "1")
     time.sleep(1.0)
     status = env.status()
+    # As the app builds it (only whether each is set changes the items).
     context = MenuContext(now=time.time(), identity_file="k", public_key="p", log_file="l",
-                          config_file="c")  # fmt: skip
+                          config_file="c", ssh_config="s", putty=putty.find_putty())  # fmt: skip
     top = selectable(build_menu(from_wire(status), context))
     header = next(i for i in top if i.text.startswith(failed["name"]))
     sub = selectable(header.children)

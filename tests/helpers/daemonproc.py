@@ -51,6 +51,7 @@ use_ssh_config = false
 [tunnels]
 forwards = {json.dumps(forwards)}
 hold_seconds = 10
+discover_interval = 0
 [reconnect]
 initial_delay = 0.1
 max_delay = 1

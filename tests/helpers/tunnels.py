@@ -31,6 +31,9 @@ def fast_options(sshd: SshServer, **overrides: object) -> TunnelOptions:
         "use_ssh_config": False,
         # The test sshd is on loopback, which the engine refuses by default.
         "allow_private_addresses": True,
+        # Off unless a test is about it: a look opens channels of its own and probes every
+        # port this machine listens on.
+        "discover_interval": 0.0,
     }
     values.update(overrides)
     return TunnelOptions(**values)  # type: ignore[arg-type]
