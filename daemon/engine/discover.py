@@ -38,15 +38,37 @@ async def _read_sftp(sftp: asyncssh.SFTPClient, path: str, limit: int) -> str | 
     return cast(bytes, data).decode("utf-8", "replace")
 
 
+async def _reread(f: asyncssh.SFTPClientFile, limit: int) -> str:
+    """The whole of a /proc table through a handle kept open: one read request (and
+    one more that finds the end) from offset 0, where the kernel makes it anew."""
+    data = b""
+    while len(data) < limit:
+        chunk = cast(bytes, await f.read(limit - len(data), len(data)))
+        if not chunk:
+            break
+        data += chunk
+    return data.decode("utf-8", "replace")
+
+
 class ClusterFiles:
-    """The cluster's files over one SFTP session kept for the link's life (a session a
-    look would cost a round trip and a server process each time); an exec channel for
-    the socket table where SFTP is refused."""
+    """The cluster's files over one SFTP session kept for the link's life; an exec
+    channel for the socket table where SFTP is refused.
+
+    A look is what idle tunnels pay for every ``discover_interval``, so it is kept to a
+    few requests: the socket tables' handles stay open and are read again from offset 0,
+    and Jupyter's runtime folder is listed again only when its mtime or the set of
+    listening ports changed (a new server listens on a new port), once more on the look
+    after such a change (its file may land in the same second as the listing, and SFTP's
+    mtime has whole seconds)."""
 
     def __init__(self, conn: asyncssh.SSHClientConnection) -> None:
         self.conn = conn
         self._sftp: asyncssh.SFTPClient | None = None
         self._refused = False
+        self._tables: dict[str, asyncssh.SFTPClientFile | None] = {}
+        self._listed: tuple[int | None, frozenset[int]] | None = None
+        self._list_again = False
+        self._runtimes: list[str] = []
 
     async def _client(self) -> asyncssh.SFTPClient | None:
         if self._sftp is None and not self._refused:
@@ -57,46 +79,74 @@ class ClusterFiles:
                 self._refused = True
         return self._sftp
 
-    async def read(self, runtime_dir: str) -> tuple[list[str], list[str]]:
-        """The texts of /proc/net/tcp(6) and of the Jupyter runtime files."""
+    async def tables(self) -> list[str]:
+        """The texts of /proc/net/tcp and /proc/net/tcp6 (those that can be read)."""
         sftp = await self._client()
         if sftp is None:
-            return await _proc_by_exec(self.conn), []
+            return await _proc_by_exec(self.conn)
         try:
-            return await _read_all(sftp, runtime_dir)
+            texts = []
+            for path in PROC_FILES:
+                if path not in self._tables:
+                    try:
+                        self._tables[path] = await sftp.open(path, "rb", block_size=0)
+                    except asyncssh.SFTPError:
+                        self._tables[path] = None  # not on this cluster (no IPv6)
+                f = self._tables[path]
+                if f is not None:
+                    texts.append(await _reread(f, discovery.MAX_FILE_BYTES))
+            return texts
         except (asyncssh.Error, OSError):
             self.close()  # a session that broke: a new one next time
             raise
 
+    async def runtimes(self, runtime_dir: str, ports: frozenset[int]) -> list[str]:
+        """The texts of Jupyter's runtime files, read again only when they may differ."""
+        sftp = await self._client()
+        if sftp is None:
+            return []
+        try:
+            try:
+                mtime: int | None = (await sftp.stat(runtime_dir)).mtime
+            except asyncssh.SFTPError:
+                mtime = -1  # no folder: no Jupyter yet
+            seen = (mtime, ports)
+            if seen == self._listed and mtime is not None and not self._list_again:
+                return self._runtimes
+            self._list_again = seen != self._listed
+            self._runtimes = [] if mtime == -1 else await _runtime_files(sftp, runtime_dir)
+            self._listed = seen
+            return self._runtimes
+        except (asyncssh.Error, OSError):
+            self.close()
+            raise
+
     def close(self) -> None:
         if self._sftp is not None:
-            self._sftp.exit()
+            self._sftp.exit()  # its handles go with it
             self._sftp = None
+        self._tables = {}
+        self._listed = None
 
 
-async def _read_all(sftp: asyncssh.SFTPClient, runtime_dir: str) -> tuple[list[str], list[str]]:
-    tables = [
-        t
-        for t in [await _read_sftp(sftp, p, discovery.MAX_FILE_BYTES) for p in PROC_FILES]
-        if t is not None
-    ]
-    runtimes: list[str] = []
+async def _runtime_files(sftp: asyncssh.SFTPClient, runtime_dir: str) -> list[str]:
     try:
         names = await sftp.listdir(runtime_dir)
-    except (asyncssh.SFTPError, OSError):
-        names = []
+    except asyncssh.SFTPError:
+        return []
     wanted = sorted(
         str(n)
         for n in names
         if str(n).endswith(".json") and str(n).startswith(("jpserver-", "nbserver-"))
     )
+    runtimes: list[str] = []
     for name in wanted[: discovery.MAX_RUNTIME_FILES]:
         text = await _read_sftp(
             sftp, posixpath.join(runtime_dir, name), discovery.MAX_RUNTIME_BYTES + 1
         )
         if text is not None:
             runtimes.append(text)
-    return tables, runtimes
+    return runtimes
 
 
 async def _proc_by_exec(conn: asyncssh.SSHClientConnection) -> list[str]:
@@ -149,15 +199,16 @@ async def discover(
     known = known or {}
     once = not isinstance(files, ClusterFiles)
     reader = ClusterFiles(files) if not isinstance(files, ClusterFiles) else files
+    sockets = discovery.Sockets()
     try:
         async with asyncio.timeout(READ_TIMEOUT * 3):
-            tables, runtimes = await reader.read(runtime_dir or RUNTIME_DIR)
+            for text in await reader.tables():
+                discovery.parse_proc_net_tcp(text, sockets)
+            ports = frozenset(sockets.ports)
+            runtimes = await reader.runtimes(runtime_dir or RUNTIME_DIR, ports)
     finally:
         if once:
             reader.close()
-    sockets = discovery.Sockets()
-    for text in tables:
-        discovery.parse_proc_net_tcp(text, sockets)
     jupyters: dict[int, Jupyter] = {}
     for text in runtimes:
         server = discovery.parse_jupyter_runtime(text)

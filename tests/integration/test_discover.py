@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import http.server
 import json
+import os
 import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -14,7 +15,7 @@ import asyncssh
 import pytest
 from jobtunnel.daemon.core.discovery import Found
 from jobtunnel.daemon.engine import discover as discover_module
-from jobtunnel.daemon.engine.discover import discover, probe
+from jobtunnel.daemon.engine.discover import ClusterFiles, discover, probe
 
 from tests.helpers.asyncrun import run
 from tests.helpers.services import HTTP_BODY, http_get, http_server
@@ -103,6 +104,79 @@ def test_listening_ports_titles_and_a_jupyter_runtime_file(sshd: SshServer, tmp_
             assert found[quiet].kind == "tcp"
 
         run(main())
+
+
+def test_a_kept_session_lists_the_runtime_folder_only_when_it_may_have_changed(
+    sshd: SshServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    runtime = tmp_path / "runtime"
+    runtime.mkdir()
+    listings: list[str] = []
+    real_listdir = asyncssh.SFTPClient.listdir
+
+    async def counted(self: asyncssh.SFTPClient, path: str = ".") -> object:
+        listings.append(path)
+        return await real_listdir(self, path)
+
+    monkeypatch.setattr(asyncssh.SFTPClient, "listdir", counted)
+    with http_server() as first, http_server() as second:
+
+        async def look(files: ClusterFiles, known: dict[int, Found]) -> dict[int, Found]:
+            found, _ = await discover(files, known, runtime_dir=str(runtime))
+            return found
+
+        async def main() -> None:
+            conn = await connect(sshd)
+            files = ClusterFiles(conn)
+            try:
+                found = await look(files, {})
+                found = await look(files, found)  # once more after a change (mtime is whole s)
+                before = len(listings)
+                for _ in range(5):
+                    found = await look(files, found)
+                assert len(listings) == before  # nothing changed: the folder is not listed
+                assert found[first].kind != "jupyter"
+                # A runtime file for a port that already listens: the folder's mtime moves.
+                os.utime(runtime, (1, 1))
+                (runtime / "jpserver-1.json").write_text(json.dumps({"port": first, "token": "a"}))
+                os.utime(runtime, (2, 2))
+                found = await look(files, found)
+                assert found[first].kind == "jupyter" and second in found
+            finally:
+                files.close()
+                conn.close()
+
+        run(main())
+
+
+def test_a_new_port_makes_a_kept_session_list_the_runtime_folder(
+    sshd: SshServer, tmp_path: Path
+) -> None:
+    """The folder's mtime is kept as it was (a file written in the same second as the
+    last listing): a new listening port alone must bring the new server's file in."""
+    runtime = tmp_path / "runtime"
+    runtime.mkdir()
+    os.utime(runtime, (5, 5))
+
+    async def main() -> None:
+        conn = await connect(sshd)
+        files = ClusterFiles(conn)
+        try:
+            found, _ = await discover(files, {}, runtime_dir=str(runtime))
+            found, _ = await discover(files, found, runtime_dir=str(runtime))
+            with http_server() as late:
+                assert late not in found
+                (runtime / "jpserver-2.json").write_text(json.dumps({"port": late, "token": "b"}))
+                os.utime(runtime, (5, 5))
+                found, _ = await discover(files, found, runtime_dir=str(runtime))
+                assert found[late].kind == "jupyter"
+            found, _ = await discover(files, found, runtime_dir=str(runtime))
+            assert late not in found  # closed: the kept table handle reads it anew
+        finally:
+            files.close()
+            conn.close()
+
+    run(main())
 
 
 def test_without_sftp_the_socket_table_comes_through_an_exec_channel(tmp_path: Path) -> None:
