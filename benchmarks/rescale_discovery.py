@@ -128,8 +128,8 @@ def measure(repeats: int, idle: float, seed: int) -> dict[str, Any]:
             first = len(api.requests)
             began = time.time()
             time.sleep(idle)
-            stamps = [r.at for r in api.requests[first:]]
-            per_hour = len(stamps) / idle * 3600
+            idle_requests = api.requests[first:]
+            per_hour = len(idle_requests) / idle * 3600
         finally:
             daemon.kill()
             api.close()
@@ -140,7 +140,8 @@ def measure(repeats: int, idle: float, seed: int) -> dict[str, Any]:
         "median_s": statistics.median(seconds),
         "max_s": max(seconds),
         "idle_window_s": idle,
-        "idle_requests": len(stamps),
+        "idle_requests": len(idle_requests),
+        "idle_paths": [f"{r.at - began:.1f} s {r.method} {r.path}" for r in idle_requests],
         "idle_requests_per_hour": per_hour,
         "idle_started": began,
     }
@@ -174,6 +175,8 @@ def main() -> int:
         f"{'API requests per hour while idle':<52} {per_hour:>10.0f} {'<= 60':>8}  "
         f"{'met' if per_hour <= GOAL_IDLE else 'NOT met'}"
     )
+    for line in result["idle_paths"]:
+        print(f"  idle: {line}")
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
     return 0

@@ -27,6 +27,7 @@ from typing import Literal
 from urllib.parse import urlsplit
 
 from .detect import Endpoint
+from .jsontype import json_kind
 
 __all__ = [
     "ENDED_CLUSTER",
@@ -132,22 +133,6 @@ class ShapeError(ValueError):
     """An API answer that does not have the documented shape; the message names the field."""
 
 
-def _kind(value: object) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int | float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "a list"
-    if isinstance(value, dict):
-        return "an object"
-    return type(value).__name__
-
-
 def _field(obj: Mapping[str, object], name: str, path: str) -> object:
     if name not in obj:
         raise ShapeError(f"{path}{name}: missing")
@@ -156,14 +141,14 @@ def _field(obj: Mapping[str, object], name: str, path: str) -> object:
 
 def _obj(value: object, path: str) -> Mapping[str, object]:
     if not isinstance(value, dict):
-        raise ShapeError(f"{path or '(top level)'}: expected an object, got {_kind(value)}")
+        raise ShapeError(f"{path or '(top level)'}: expected an object, got {json_kind(value)}")
     return value
 
 
 def _str(obj: Mapping[str, object], name: str, path: str, *, empty: bool = True) -> str:
     value = _field(obj, name, path)
     if not isinstance(value, str):
-        raise ShapeError(f"{path}{name}: expected a string, got {_kind(value)}")
+        raise ShapeError(f"{path}{name}: expected a string, got {json_kind(value)}")
     if not empty and not value.strip():
         raise ShapeError(f"{path}{name}: expected a non-empty string")
     return value
@@ -173,7 +158,7 @@ def _opt_str(obj: Mapping[str, object], name: str, path: str) -> str | None:
     """A string or null (or absent); an empty string counts as null."""
     value = obj.get(name)
     if value is not None and not isinstance(value, str):
-        raise ShapeError(f"{path}{name}: expected a string or null, got {_kind(value)}")
+        raise ShapeError(f"{path}{name}: expected a string or null, got {json_kind(value)}")
     return value or None
 
 
@@ -224,13 +209,13 @@ def _page(obj: object) -> tuple[list[object], int, str | None]:
     top = _obj(obj, "")
     results = _field(top, "results", "")
     if not isinstance(results, list):
-        raise ShapeError(f"results: expected a list, got {_kind(results)}")
+        raise ShapeError(f"results: expected a list, got {json_kind(results)}")
     count = top.get("count", len(results))
     if isinstance(count, bool) or not isinstance(count, int):
-        raise ShapeError(f"count: expected a whole number, got {_kind(count)}")
+        raise ShapeError(f"count: expected a whole number, got {json_kind(count)}")
     nxt = top.get("next")
     if nxt is not None and not isinstance(nxt, str):
-        raise ShapeError(f"next: expected a URL or null, got {_kind(nxt)}")
+        raise ShapeError(f"next: expected a URL or null, got {json_kind(nxt)}")
     return results, count, nxt or None
 
 
@@ -440,11 +425,18 @@ class PollState:
         """One request went out."""
         self._sent.append(now)
 
-    def refresh(self, now: float) -> None:
-        """``rescale refresh``, a wake from sleep, a network change: poll at once (still
-        within the budget and any Retry-After), and try again after a 401/403."""
-        self.stopped = None
-        self.next_at = now
+    def refresh(self, now: float, *, automatic: bool = False) -> None:
+        """``rescale refresh``: poll at once (still within the budget and any
+        Retry-After), and try again after a 401/403. ``automatic`` (a wake from sleep, a
+        network change): at once too, but never sooner than one fast interval after the
+        last answer, so that a flapping network or a clock that keeps jumping does not
+        turn into a poll a second; a stop after a 401/403 stays until the user acts."""
+        if not automatic:
+            self.stopped = None
+            self.next_at = now
+            return
+        soonest = now if self.checked_at is None else self.checked_at + self.policy.fast
+        self.next_at = min(self.next_at, max(now, soonest))
 
     # -- answers -------------------------------------------------------------------
 

@@ -59,7 +59,7 @@ class RescalePoller:
         self._on_ended = on_ended
         self._has_endpoint = has_endpoint
         self._client_factory = client_factory
-        self.state = PollState(self._policy(), time.time())
+        self.state = PollState(self._policy(), _now())
         self.credentials: Credentials | None = None
         self.problem: str | None = None
         """Why the API is not used (no key, an unreadable apiconfig...)."""
@@ -87,9 +87,10 @@ class RescalePoller:
             await self._client.close()
             self._client = None
 
-    def refresh(self) -> None:
-        """Poll now (``rescale refresh``, a wake from sleep); a new key is read first."""
-        self.state.refresh(time.time())
+    def refresh(self, *, automatic: bool = False) -> None:
+        """Poll now (``rescale refresh``); a new key is read first. ``automatic`` (a
+        wake from sleep, a network change): see :meth:`PollState.refresh`."""
+        self.state.refresh(_now(), automatic=automatic)
         self._wake.set()
 
     async def reconfigure(self, config: RescaleConfig, allow_private: bool) -> None:
@@ -138,7 +139,7 @@ class RescalePoller:
                 await self._sleep(None)
                 await self._load_credentials()
                 continue
-            wait = self.state.wait(time.time())
+            wait = self.state.wait(_now())
             if wait > 0:
                 await self._sleep(None if wait == float("inf") else wait)
                 if self._wake.is_set():
@@ -148,7 +149,7 @@ class RescalePoller:
                 await self.poll()
             except Exception:
                 log.exception("Rescale API poll failed")
-                self.state.failed(time.time(), ApiError("client", "internal error"))
+                self.state.failed(_now(), ApiError("client", "internal error"))
             self.on_change()
 
     async def _sleep(self, seconds: float | None) -> None:
@@ -174,23 +175,23 @@ class RescalePoller:
                 jobs = await client.jobs()
             finally:
                 for _ in range(client.requests - before):
-                    state.sent(time.time())
+                    state.sent(_now())
         except (RescaleError, ShapeError) as exc:
             self._failed(_api_error(exc))
             return
         if state.error is not None:
             log.info("Rescale API answers again")
-        plan = state.listed(time.time(), jobs, self._has_endpoint())
+        plan = state.listed(_now(), jobs, self._has_endpoint())
         for job in plan.ended:
             await self._on_ended(job, f"job {job.status or 'ended'} on Rescale")
         for job in plan.instances:
-            if not state.may_send(time.time()):
+            if not state.may_send(_now()):
                 break  # the budget: the next poll asks
-            state.sent(time.time())
+            state.sent(_now())
             await self._ask_instances(client, job)
             if state.error is not None:
                 return  # the failure set the next poll
-        state.settle(time.time())
+        state.settle(_now())
 
     async def _ask_instances(self, client: RescaleClient, job: Job) -> None:
         try:
@@ -232,7 +233,7 @@ class RescalePoller:
 
     def _failed(self, error: ApiError) -> None:
         first = self.state.error is None or self.state.error.kind != error.kind
-        self.state.failed(time.time(), error)
+        self.state.failed(_now(), error)
         if error.kind == "auth":
             log.error("Rescale API: %s; polling stopped until `jobtunnel rescale refresh`", error)
         elif first:
@@ -271,7 +272,10 @@ class RescalePoller:
             state=health,
             base=creds.base if creds else None,
             key_from=creds.origin if creds else None,
-            checked_at=state.checked_at,
+            # The state runs on the monotonic clock; the view carries wall time.
+            checked_at=None
+            if state.checked_at is None
+            else time.time() - (_now() - state.checked_at),
             error=str(state.error) if state.error else self.problem,
             running=len(state.running),
             jobs=tuple(
@@ -280,6 +284,11 @@ class RescalePoller:
                 if not j.ended
             ),
         )
+
+
+def _now() -> float:
+    # Monotonic: a wall clock that jumps (NTP, a wake) must not move the next poll.
+    return time.monotonic()
 
 
 def _api_error(exc: Exception) -> ApiError:

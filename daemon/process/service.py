@@ -359,7 +359,7 @@ class Service:
         if jumped > CLOCK_JUMP:
             log.info("clock jumped %.0f s (resume from sleep?): probing every tunnel", jumped)
             await asyncio.gather(*(t.probe() for t in self.tunnels.values()))
-            self.rescale.refresh()
+            self.rescale.refresh(automatic=True)
         ended = [k for k, t in self.tunnels.items() if t.state.value == "ended"]
         if ended:
             self._publish()

@@ -179,7 +179,7 @@ def test_poller_finds_the_master_then_sees_the_job_end(
         p.start()
         try:
             await _until(lambda: p.state.checked_at is not None)
-            assert p.view().state == "ok" and p.state.wait(time.time()) > 4  # fast: 5 s
+            assert p.view().state == "ok" and p.state.wait(time.monotonic()) > 4  # fast: 5 s
             fake.job("OsKBd", "Executing", "Started")
             fake.instances(
                 "OsKBd",
@@ -217,7 +217,7 @@ def test_poller_stops_on_401_and_falls_back_on_404(
         try:
             await _until(lambda: {"A", "B"} <= p.state.no_instances)
             assert p.state.stopped is None  # a 403 for one job's instances stops nothing
-            assert p.state.wait(time.time()) > 50  # nothing left to ask fast about
+            assert p.state.wait(time.monotonic()) > 50  # nothing left to ask fast about
             fake.fail(Fault("/api/v2/jobs/", 401, times=99))
             p.refresh()
             await _until(lambda: p.state.stopped is not None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import pytest
@@ -69,20 +70,20 @@ def test_next_page_is_followed_by_url() -> None:
 @pytest.mark.parametrize(
     ("payload", "message"),
     [
-        ([], "(top level): expected an object, got a list"),
+        ([], "(top level): expected an object, got list"),
         ({"count": 1}, "results: missing"),
-        ({"results": {}}, "results: expected a list, got an object"),
+        ({"results": {}}, "results: expected a list, got object"),
         ({"results": [{"name": "x"}]}, "results[0].id: missing"),
-        ({"results": [{"id": 7}]}, "results[0].id: expected a string, got a number"),
+        ({"results": [{"id": 7}]}, "results[0].id: expected a string, got int"),
         (
             {"results": [{**job_json("a"), "jobStatus": {"content": None}}]},
             "results[0].jobStatus.content: expected a string, got null",
         ),
         (
             {"results": [{**job_json("a"), "jobStatus": "Executing"}]},
-            "results[0].jobStatus: expected an object, got a string",
+            "results[0].jobStatus: expected an object, got string",
         ),
-        ({"results": [], "next": 2}, "next: expected a URL or null, got a number"),
+        ({"results": [], "next": 2}, "next: expected a URL or null, got int"),
     ],
 )
 def test_malformed_job_lists_name_the_field(payload: object, message: str) -> None:
@@ -220,6 +221,33 @@ def test_refresh_polls_at_once_and_restarts_after_auth_failure() -> None:
     assert state.wait(7) == 0
 
 
+def test_automatic_refreshes_keep_a_fast_interval_apart() -> None:
+    """Wakes and network changes (a flapping Wi-Fi, a clock that keeps jumping) poll at
+    once but not more often than the fast interval; the user's refresh always does."""
+    policy = PollPolicy(slow=60, fast=10)
+    state = PollState(policy, now=0)
+    polls = []
+    now = 0.0
+    while now < 600:
+        state.refresh(now, automatic=True)  # one every 2 s for 10 minutes
+        if state.wait(now) == 0:
+            state.sent(now)
+            state.listed(now, [], set())
+            state.settle(now)
+            polls.append(now)
+        now += 2
+    assert len(polls) == 60 and all(b - a >= 10 for a, b in itertools.pairwise(polls))
+    now = polls[-1] + 3
+    state.refresh(now, automatic=True)
+    assert state.wait(now) == 7
+    state.refresh(now)
+    assert state.wait(now) == 0
+    # A refused key stays refused until the user acts.
+    state.failed(now, ApiError("auth", "401"))
+    state.refresh(now + 100, automatic=True)
+    assert state.wait(now + 100) == float("inf")
+
+
 def test_retry_after_and_backoff() -> None:
     state = PollState(now=0)
     state.failed(0, ApiError("rate", "429", retry_after=42))
@@ -248,7 +276,7 @@ def test_never_more_than_the_budget_per_minute(steps: list[tuple[float, str]]) -
     for dt, what in steps:
         now += dt
         if what == "refresh":
-            state.refresh(now)
+            state.refresh(now, automatic=len(sent) % 2 == 0)
         if state.wait(now) == 0 and state.may_send(now):
             state.sent(now)
             sent.append(now)
