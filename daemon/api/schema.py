@@ -27,6 +27,7 @@ import types
 from dataclasses import dataclass
 from typing import Any, TypeVar, Union, get_args, get_origin, get_type_hints
 
+from ..core.jsontype import json_kind
 from ..core.policy import ErrorKind
 
 __all__ = [
@@ -53,7 +54,6 @@ __all__ = [
     "WatchView",
     "decode",
     "from_wire",
-    "json_kind",
 ]
 
 SCHEMA_VERSION = 1
@@ -385,25 +385,6 @@ def _at(path: str, key: str | int) -> str:
     if isinstance(key, int):
         return f"{path}[{key}]"
     return f"{path}.{key}" if path else key
-
-
-def json_kind(value: object) -> str:
-    """The JSON type of a decoded value, as errors name it (``int``, ``string``, ``null``...)."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "bool"
-    if isinstance(value, int):
-        return "int"
-    if isinstance(value, float):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list | tuple):
-        return "list"
-    if isinstance(value, dict):
-        return "object"
-    return type(value).__name__
 
 
 def _describe(tp: Any) -> str:

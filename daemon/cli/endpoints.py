@@ -164,7 +164,7 @@ def trust(parser: argparse.ArgumentParser) -> None:
     parser.set_defaults(func=run_trust)
 
 
-def _endpoint_named(endpoints: tuple[EndpointView, ...], name: str) -> EndpointView:
+def endpoint_named(endpoints: tuple[EndpointView, ...], name: str) -> EndpointView:
     """The endpoint of a status snapshot that ``name`` means (as the daemon resolves it)."""
     name = name.strip()
     exact = [e for e in endpoints if e.name == name]
@@ -188,7 +188,7 @@ def run_trust(args: argparse.Namespace) -> int:
             )
         return _trust(args, args.name, args.fingerprint)
     snapshot, _ = control.status(args)
-    endpoint = _endpoint_named(snapshot.endpoints, args.name)
+    endpoint = endpoint_named(snapshot.endpoints, args.name)
     name, fingerprint = endpoint.name, endpoint.refused_key
     if not fingerprint:
         raise Fail(f"{name} has no refused host key to trust (state {endpoint.state})", 1)

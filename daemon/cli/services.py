@@ -7,7 +7,7 @@ import argparse
 
 from ..api.schema import ServiceState
 from . import control
-from .endpoints import NAME_HELP, _endpoint_named
+from .endpoints import NAME_HELP, endpoint_named
 from .output import Fail, out, print_json, table
 
 __all__ = ["forward", "services"]
@@ -31,11 +31,11 @@ def services(parser: argparse.ArgumentParser) -> None:
 
 def run_services(args: argparse.Namespace) -> int:
     snapshot, _ = control.status(args)
-    ep = _endpoint_named(snapshot.endpoints, args.name)
+    ep = endpoint_named(snapshot.endpoints, args.name)
     if args.refresh:
         control.call(args, "services", name=ep.name, refresh=True)  # returns once looked
         snapshot, _ = control.status(args)
-        ep = _endpoint_named(snapshot.endpoints, ep.name)
+        ep = endpoint_named(snapshot.endpoints, ep.name)
     if args.json:
         print_json([s.to_wire() for s in ep.services])
         return 0

@@ -13,7 +13,7 @@ import shutil
 
 from .. import paths
 from . import control
-from .endpoints import NAME_HELP, _endpoint_named
+from .endpoints import NAME_HELP, endpoint_named
 from .launch import hand_over
 from .output import Fail, confirm, err, out
 
@@ -113,7 +113,7 @@ def alias_of(args: argparse.Namespace, name: str) -> str:
     if _written(name):
         return name
     snapshot, _ = control.status(args)
-    endpoint = _endpoint_named(snapshot.endpoints, name)
+    endpoint = endpoint_named(snapshot.endpoints, name)
     alias = endpoint.ssh_alias
     if not alias or not _written(alias):
         raise Fail(

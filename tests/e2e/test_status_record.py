@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from jobtunnel.daemon.api.schema import from_wire, json_kind
+from jobtunnel.daemon.api.schema import from_wire
+from jobtunnel.daemon.core.jsontype import json_kind
 
 from tests.helpers.daemonproc import Daemon, Env, endpoint_up, wait_for
 from tests.helpers.rescale_api import FakeRescale, node, use_api
