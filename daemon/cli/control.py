@@ -17,19 +17,25 @@ __all__ = ["call", "status"]
 def call(args: argparse.Namespace, cmd: str, **params: Any) -> Any:
     """Send ``cmd`` with ``params`` to the daemon and return its result; a refusal or a
     daemon that is not running ends the command (exit status 1)."""
-    from ..api.client import ControlError, call_sync
+    from ..api.client import ControlError, DaemonNotRunning, call_sync
+    from ..api.wire import default_transport
 
     try:
-        transport = load_config(args.config)[0].daemon.control
+        transports = [load_config(args.config)[0].daemon.control]
     except ConfigError:
         # The running daemon keeps the config it loaded; a broken file must not cut the
-        # user off from it.
+        # user off from it, whichever transport that config chose.
         err("jobtunnel: warning: the config file has errors (`jobtunnel config check`)")
-        transport = "auto"
-    try:
-        return call_sync(cmd, params, transport=transport)
-    except ControlError as exc:
-        raise Fail(str(exc), 1) from None
+        first = default_transport()
+        transports = [first, "tcp" if first == "unix" else "unix"]
+    for transport in transports:
+        try:
+            return call_sync(cmd, params, transport=transport)
+        except DaemonNotRunning as exc:
+            not_running = exc
+        except ControlError as exc:
+            raise Fail(str(exc), 1) from None
+    raise Fail(str(not_running), 1) from None
 
 
 def status(args: argparse.Namespace) -> tuple[StatusSnapshot, Any]:
