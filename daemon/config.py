@@ -391,6 +391,12 @@ class DaemonConfig:
         (int, float),
         _at_least(1),
     )
+    watch_network: bool = _key(
+        True,
+        "Check every link the moment the network changes or the machine wakes "
+        "(netlink, the routing socket or Windows' notices; D-Bus for sleep).",
+        bool,
+    )
     rescan_interval: float = _key(
         60, "Seconds between safety re-scans of the watched folders.", (int, float), _at_least(1)
     )

@@ -280,6 +280,10 @@ def _endpoint_items(ep: EndpointView, ctx: MenuContext) -> list[Item]:
         sub.append(Item(clip(f"Last error: {ep.last_error}"), enabled=False))
     if ep.reconnects:
         sub.append(Item(f"Reconnected {_plural(ep.reconnects, 'time')}", enabled=False))
+    if ep.checked is not None:
+        at = time.strftime("%H:%M", time.localtime(ep.checked.at))
+        words = f"Checked at {at} ({ep.checked.reason}): {ep.checked.outcome}"
+        sub.append(Item(clip(words), enabled=False))
     sub += [Item(clip(source_text(ep)), enabled=False), SEPARATOR]
     trust: list[Item] = []
     if ep.refused_key:

@@ -32,6 +32,7 @@ from ..core.policy import ErrorKind
 
 __all__ = [
     "SCHEMA_VERSION",
+    "CheckView",
     "Command",
     "DaemonInfo",
     "Decision",
@@ -296,6 +297,15 @@ class MoveView(_Wire):
 
 
 @dataclass(frozen=True, kw_only=True)
+class CheckView(_Wire):
+    """The last check of a link after a network change or a wake."""
+
+    reason: str  # "network changed", "woke from sleep"
+    at: float  # epoch seconds
+    outcome: str  # "answered in 4 ms", "no route to the cluster; reconnecting", ...
+
+
+@dataclass(frozen=True, kw_only=True)
 class EndpointView(_Wire):
     name: str  # user@host:port, what commands take
     user: str
@@ -323,6 +333,7 @@ class EndpointView(_Wire):
     ssh_alias: str | None = None  # its Host in jobtunnel's ssh_config (rescale-<jobid>)
     job_name: str | None = None  # the job's name in Rescale (from the API)
     job_url: str | None = None  # the job's page in Rescale's web app
+    checked: CheckView | None = None  # why and when the link was last checked
 
     @property
     def job_label(self) -> str | None:

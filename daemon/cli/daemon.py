@@ -151,6 +151,16 @@ def run_status(args: argparse.Namespace) -> int:
         for ep in snapshot.endpoints
     ]
     out(table(rows, ["JOB", "ENDPOINT", "STATE", "SINCE", "FORWARDS", "LAST ERROR"]))
+    checks = [
+        f"{ep.job_id or ep.name}: checked {ago(ep.checked.at)} ({ep.checked.reason}): "
+        f"{ep.checked.outcome}"
+        for ep in snapshot.endpoints
+        if ep.checked is not None
+    ]
+    if checks:
+        out()
+        for line in checks:
+            out(line)
     notes = [note for ep in snapshot.endpoints for note in _notes(ep)]
     if notes:
         out()

@@ -293,6 +293,27 @@ class TunnelMachine:
         self._set(State.RECONNECTING, now)
         return True
 
+    def attempt_abandoned(self, now: float) -> bool:
+        """An attempt in flight was given up because the network changed under it: the
+        next one is due at once, and nothing counts as a failure."""
+        if not self.attempting:
+            return False
+        self.attempting = False
+        if self.live and self.state is not State.UP:
+            self._next_attempt = now
+        return False
+
+    def network_changed(self, now: float) -> bool:
+        """The network changed or the machine woke: an endpoint that is retrying tries
+        now instead of after its backoff (what failed may work on the new network).
+        Failures that need the user stay as they are. True if the schedule moved."""
+        if not self.live or self.state in (State.UP, State.FAILED) or self.attempting:
+            return False
+        if self._next_attempt is None or self._next_attempt <= now:
+            return False
+        self._next_attempt = now
+        return True
+
     def client_waiting(self, now: float, within: float) -> bool:
         """A local client is being held for the link: bring the next attempt forward to
         no later than ``now + within``, so a long backoff after a flapping link cannot

@@ -10,6 +10,7 @@ a second lookup cannot answer differently. The name stays the host-key identity.
 from __future__ import annotations
 
 import asyncio
+import errno
 import functools
 import ipaddress
 import logging
@@ -22,13 +23,22 @@ from typing import Any
 import asyncssh
 
 from ..core.address import address_problem, hostport
+from ..core.netcheck import Path
 from .auth import agent_path, auth_options
 from .errors import AddressRefused, BastionFailed, HostKeyChanged
 from .hostkeys import HostKeyStore, Verdict, fingerprint
 from .options import TunnelOptions
 from .packets import skip_cbc_countermeasure
 
-__all__ = ["Link", "Resolver", "SshClient", "checked_addresses", "open_link", "resolve"]
+__all__ = [
+    "Link",
+    "Resolver",
+    "SshClient",
+    "checked_addresses",
+    "open_link",
+    "path_now",
+    "resolve",
+]
 
 # (host, port) -> the IP addresses to try, in order.
 Resolver = Callable[[str, int], Awaitable[list[str]]]
@@ -122,6 +132,37 @@ class Link:
         self.conn.abort()
         if self.bastion is not None:
             self.bastion.abort()
+
+
+# errno values, with Windows' own numbers (WSAEADDRNOTAVAIL, WSAENETUNREACH, ...).
+_ADDRESS_GONE = frozenset({errno.EADDRNOTAVAIL, 10049})
+_NO_ROUTE = frozenset({errno.ENETUNREACH, errno.EHOSTUNREACH, 10051, 10065})
+
+
+def path_now(conn: asyncssh.SSHClientConnection) -> Path:
+    """What the kernel says now about ``conn``'s path, without sending a packet: whether
+    its local address is still this machine's (a bind) and whether a route to the peer
+    exists (a UDP connect only looks the route up). None where it cannot tell."""
+    local = conn.get_extra_info("sockname")
+    peer = conn.get_extra_info("peername")
+    if not isinstance(local, tuple) or not isinstance(peer, tuple):
+        return Path(None, None, None)
+    family = socket.AF_INET6 if ":" in str(local[0]) else socket.AF_INET
+    present: bool | None = None
+    route: bool | None = None
+    with socket.socket(family, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.bind((local[0], 0, *local[2:]))
+            present = True
+        except OSError as exc:
+            present = False if exc.errno in _ADDRESS_GONE else None
+    with socket.socket(family, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(peer)
+            route = True
+        except OSError as exc:
+            route = False if exc.errno in _NO_ROUTE else None
+    return Path(str(local[0]), present, route)
 
 
 # Lookups get threads of their own. A lookup waiting on a silent DNS server holds its

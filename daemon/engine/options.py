@@ -11,6 +11,7 @@ from asyncssh.encryption import get_encryption_algs
 from ..config import Config, DetectConfig, ReconnectConfig, SshConfig, TunnelsConfig
 from ..core.address import parse_user_hostport
 from ..core.forward import ForwardSpec, parse_dynamic, parse_forward
+from ..core.netcheck import LinkCheck
 from ..core.policy import ReconnectPolicy
 
 __all__ = [
@@ -168,6 +169,7 @@ class TunnelStatus:
     host_key: str | None  # SHA256 fingerprint of the current connection's host key
     refused_key: str | None = None  # fingerprint of the last host key refused (trust that one)
     services: tuple[ServiceStatus, ...] = ()  # what discovery found on the cluster
+    checked: LinkCheck | None = None  # the last check after a network change or a wake
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -26,6 +26,7 @@ from .. import paths
 from ..core.address import hostport
 from ..core.book import PortLease
 from ..core.forward import ForwardSpec
+from ..core.netcheck import LinkCheck, Verdict, link_verdict
 from ..core.policy import ErrorKind, State, TunnelMachine
 from ..core.socks import Reply, Socks5Handshake, reply
 from ..core.throttle import Repeats
@@ -33,13 +34,13 @@ from .auth import KeyLoader, PassphraseCallback
 from .errors import ChannelRefused, HostKeyChanged, classify
 from .hold import HeldClients
 from .hostkeys import HostKeyStore
-from .link import Link, open_link
+from .link import Link, open_link, path_now
 from .listen import Forward, Listeners, OwnPorts
 from .options import TunnelOptions, TunnelStatus
 from .pump import ChannelSession, Traffic, open_guarded, pump, socks_handshake
 from .services import Services
 
-__all__ = ["CLIENTS_NOTIFY_DELAY", "OPEN_STALL_SECONDS", "Tunnel"]
+__all__ = ["CHECK_SECONDS", "CLIENTS_NOTIFY_DELAY", "OPEN_STALL_SECONDS", "Tunnel"]
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,11 @@ CLIENTS_NOTIFY_DELAY = 0.1
 OPEN_STALL_SECONDS = 1.0
 # The same connect error is logged again at most this often (seconds).
 RETRY_LOG_INTERVAL = 600.0
+# After a network change or a wake, a link has this long to answer a keepalive.
+CHECK_SECONDS = 1.5
+# A connection attempt older than this when the network changes was made on the old
+# network (its SYN may be lost in a backoff of its own): it is replaced at once.
+STALE_ATTEMPT_SECONDS = 0.5
 
 
 class Tunnel:
@@ -112,6 +118,9 @@ class Tunnel:
         self._failures = Repeats(RETRY_LOG_INTERVAL)
         self.active_clients = 0
         self.connect_attempts = 0
+        self._attempt: asyncio.Future[Link] | None = None
+        self._attempt_started = 0.0
+        self._checked: LinkCheck | None = None
 
     # -- public API ------------------------------------------------------------------
 
@@ -127,6 +136,15 @@ class Tunnel:
     def connection(self) -> asyncssh.SSHClientConnection | None:
         """The current SSH connection, if up (for diagnostics and tests)."""
         return self._link.conn if self._link and self._link.alive else None
+
+    @property
+    def peer(self) -> tuple[str, int] | None:
+        """The address the link's first hop is connected to (no lookup), if up."""
+        link = self._link
+        if link is None or not link.alive:
+            return None
+        peer = (link.bastion or link.conn).get_extra_info("peername")
+        return (str(peer[0]), int(peer[1])) if isinstance(peer, tuple) else None
 
     @property
     def bytes_sent(self) -> int:
@@ -164,6 +182,7 @@ class Tunnel:
             host_key=self._host_key if m.state is State.UP else None,
             refused_key=self._refused_key,
             services=self._services.status(),
+            checked=self._checked,
         )
 
     def subscribe(self, callback: Callable[[TunnelStatus], None]) -> Callable[[], None]:
@@ -222,24 +241,74 @@ class Tunnel:
         await self._services.forward(port)
         self._notify()
 
-    async def probe(self, timeout: float = 5.0) -> bool:
-        """Check the link now (after a sleep or a network change) instead of waiting for
-        the keepalive timer: a link that does not answer is dropped, so the reconnect
-        starts at once. True if the link answered."""
-        conn = self.connection
-        if conn is None:
-            self.reconnect_now()
-            return False
-        return await self._ask(conn, timeout, "a probe")
+    async def check(self, reason: str, timeout: float = CHECK_SECONDS) -> str:
+        """The network changed or the machine woke (``reason``): find out at once
+        whether the link still works. A link that cannot (its address or route is gone,
+        or no answer within ``timeout``) is replaced now, skipping the backoff; one that
+        answers is left alone, with its clients. A retrying endpoint retries now.
+        Returns the outcome, which status shows until the next check."""
+        now = time.monotonic()
+        link = self._link
+        if link is None or not link.alive:
+            outcome = self._retry_now(now)
+        else:
+            verdict, why = link_verdict(path_now(link.bastion or link.conn), self.active_clients)
+            if verdict is Verdict.ASK:
+                started = time.monotonic()
+                if await self._ask(link.conn, timeout, f"a check ({reason})", restart=True):
+                    outcome = f"answered in {(time.monotonic() - started) * 1000:.0f} ms"
+                else:
+                    outcome = f"no answer within {timeout:g} s; reconnecting"
+            elif verdict is Verdict.DROP:
+                log.info("%s: %s (%s); reconnecting", self.name, why, reason)
+                self._drop_now(link)
+                outcome = f"{why}; reconnecting"
+            else:
+                log.info("%s: %s (%s)", self.name, why, reason)
+                outcome = why
+        self._checked = LinkCheck(reason, time.time(), outcome)
+        self._notify()
+        return outcome
 
-    async def _ask(self, conn: asyncssh.SSHClientConnection, timeout: float, why: str) -> bool:
+    def _retry_now(self, now: float) -> str:
+        m = self._machine
+        attempt = self._attempt
+        if attempt is not None and now - self._attempt_started > STALE_ATTEMPT_SECONDS:
+            log.info("%s: the network changed under a connection attempt; trying anew", self.name)
+            attempt.cancel()
+            return "an attempt on the old network was replaced"
+        if m.network_changed(now):
+            log.info("%s: retrying now", self.name)
+            self._wake.set()
+            return "retrying now"
+        if attempt is not None:
+            return "connecting"
+        return f"not retried ({m.state.value})"
+
+    def _drop_now(self, link: Link) -> None:
+        """Replace an up link at once: the next attempt is due now, with no backoff."""
+        if link is self._link and self._machine.restart(time.monotonic()):
+            link.conn.abort()
+        self._wake.set()
+
+    async def _ask(
+        self,
+        conn: asyncssh.SSHClientConnection,
+        timeout: float,
+        why: str,
+        restart: bool = False,
+    ) -> bool:
         """One keepalive round trip on ``conn``; no answer within ``timeout`` drops it."""
         try:
             # asyncssh 2.24 has no public ping; this is the request its keepalive sends.
             await asyncio.wait_for(conn._make_keepalive_request(), timeout)
         except (TimeoutError, OSError, asyncssh.Error) as exc:
             log.info("%s: no answer to %s (%s); reconnecting", self.name, why, exc or "timeout")
-            conn.abort()
+            link = self._link
+            if restart and link is not None and link.conn is conn:
+                self._drop_now(link)  # no backoff: the network just changed
+            else:
+                conn.abort()
             return False
         return True
 
@@ -340,9 +409,19 @@ class Tunnel:
                 keys = await self._keys.load(
                     self.user, self.host, self.port, self.options.use_ssh_config
                 )
-                link = await open_link(
-                    self.name, self.endpoint, self.options, keys, self.host_keys, self._trust
+                self._attempt_started = time.monotonic()
+                self._attempt = asyncio.ensure_future(
+                    open_link(
+                        self.name, self.endpoint, self.options, keys, self.host_keys, self._trust
+                    )
                 )
+                link = await self._attempt
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    raise  # stop() or end(): not a replaced attempt
+                m.attempt_abandoned(time.monotonic())
+                continue
             except Exception as exc:
                 if isinstance(exc, HostKeyChanged):
                     self._refused_key = exc.offered
@@ -365,6 +444,8 @@ class Tunnel:
                     )
                 self._notify()
                 continue
+            finally:
+                self._attempt = None
             self._link = link
             self._host_key = link.client.host_key
             self._refused_key = self._trust = None

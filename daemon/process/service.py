@@ -25,6 +25,7 @@ from ..api.server import ControlServer
 from ..config import Config, ConfigError, load_config
 from ..core.book import Book, Limits, Plan, Record, Source
 from ..core.detect import Endpoint, Rejection
+from ..core.netcheck import WOKE
 from ..core.rescale import Job
 from ..core.throttle import Seen
 from ..engine.hostkeys import HostKeyStore
@@ -36,6 +37,7 @@ from .deadline import StopDeadline
 from .detection import DetectionWorker
 from .handlers import Handlers
 from .instance import InstanceLock
+from .netwatch import NetWatch
 from .rescale import RescalePoller
 from .sshexport import SshExport
 from .store import Store, StoreError
@@ -97,6 +99,9 @@ class Service:
         self.handlers = Handlers(self)
         self.control = ControlServer(self.handlers.table(), transport=config.daemon.control)
         self.scheduler: AsyncIOScheduler | None = None
+        self.netwatch = (
+            NetWatch(self._network_changed, self._peers) if config.daemon.watch_network else None
+        )
         self.rescale = RescalePoller(
             config.rescale,
             allow_private=config.detect.allow_private_addresses,
@@ -141,6 +146,8 @@ class Service:
         self._start_scheduler()
         self.rescale.on_change = self._publish_soon
         self.rescale.start()
+        if self.netwatch is not None:
+            await self.netwatch.start()
         self._arm_watchdog()
         summary = self._summary()
         log.info("jobtunnel %s running (pid %d): %s", __version__, os.getpid(), summary)
@@ -152,6 +159,8 @@ class Service:
         if self.scheduler is not None:
             self.scheduler.shutdown(wait=False)
         await self.rescale.stop()
+        if self.netwatch is not None:
+            await self.netwatch.stop()
         if self._watchdog_handle is not None:
             self._watchdog_handle.cancel()
         self._stopping.set()  # no tunnel opens from here on
@@ -352,18 +361,29 @@ class Service:
         self.scheduler = scheduler
 
     async def _probe(self) -> None:
-        """Health of every tunnel; after a clock jump (sleep), retry everything now."""
+        """Health of every tunnel; after a clock jump (sleep), check every link now."""
         wall, mono = time.time(), time.monotonic()
         jumped = (wall - self._clock.wall) - (mono - self._clock.mono)
         self._clock = _Clock(wall, mono)
         if jumped > CLOCK_JUMP:
-            log.info("clock jumped %.0f s (resume from sleep?): probing every tunnel", jumped)
-            await asyncio.gather(*(t.probe() for t in self.tunnels.values()))
-            self.rescale.refresh(automatic=True)
+            # The fallback for a wake that no system bus signal announced.
+            log.info("clock jumped %.0f s (resume from sleep?)", jumped)
+            await self._network_changed(WOKE)
         ended = [k for k, t in self.tunnels.items() if t.state.value == "ended"]
         if ended:
             self._publish()
         self.notifier.status(self._summary())
+
+    async def _network_changed(self, reason: str) -> None:
+        """Check every link at once (dead ones reconnect now; healthy ones are left
+        alone), and ask the Rescale API again: jobs may have started meanwhile."""
+        tunnels = list(self.tunnels.values())
+        log.info("%s: checking %d links", reason, len(tunnels))
+        await asyncio.gather(*(t.check(reason) for t in tunnels))
+        self.rescale.refresh(automatic=True)
+
+    def _peers(self) -> list[tuple[str, int]]:
+        return [p for p in (t.peer for t in self.tunnels.values()) if p is not None]
 
     async def _rescan(self) -> None:
         action = self.watcher.check_health()

@@ -9,6 +9,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Protocol
 
 from ..api.schema import (
+    CheckView,
     DaemonInfo,
     Decision,
     EndpointView,
@@ -25,6 +26,7 @@ from ..api.schema import (
 )
 from ..core.book import Key, Move, Record, Source
 from ..core.forward import ForwardSpec, parse_forward
+from ..core.netcheck import LinkCheck
 from ..core.portnames import port_name
 from ..core.sshconfig import Cluster, aliases
 from ..engine.options import ForwardStatus, ServiceStatus, TunnelStatus
@@ -108,6 +110,7 @@ def endpoint_view(
         waiting_reason=rec.waiting_reason,
         refused_key=status.refused_key if status else None,
         services=tuple(_service_view(s) for s in status.services) if status else (),
+        checked=_check_view(status.checked) if status and status.checked else None,
         job_name=jobs.job_name(rec.job_id) if jobs else None,
         job_url=jobs.job_url(rec.job_id) if jobs else None,
     )
@@ -186,6 +189,10 @@ def _discovered_forwards(status: TunnelStatus | None) -> tuple[ForwardView, ...]
             )
         )
     return tuple(views)
+
+
+def _check_view(c: LinkCheck) -> CheckView:
+    return CheckView(reason=c.reason, at=c.at, outcome=c.outcome)
 
 
 def _service_view(s: ServiceStatus) -> ServiceView:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from .deps import dependency_missing
 
-__all__ = ["Netns", "namespace"]
+__all__ = ["Netns", "Pair", "namespace", "pair"]
 
 _count = itertools.count(1)
 
@@ -77,3 +77,67 @@ def namespace() -> Iterator[Netns]:
                 os.kill(pid, 9)
         subprocess.run(["ip", "link", "del", host_if], capture_output=True, timeout=10)
         subprocess.run(["ip", "netns", "del", name], capture_output=True, timeout=10)
+
+
+@dataclass(frozen=True)
+class Pair:
+    """Two namespaces joined by a veth pair: a laptop (``client``) and a cluster
+    (``server``) on one /24, with the laptop's side of the link to break."""
+
+    client: Netns  # ns_ip: the laptop's address; host_ip unused (no host link)
+    server: Netns  # ns_ip: the cluster's address
+    client_if: str
+    prefix: str  # "10.232.N"
+
+    def ip(self, *args: str) -> None:
+        """``ip`` in the laptop's namespace."""
+        _ip("-n", self.client.name, *args)
+
+    def link(self, up: bool) -> None:
+        self.ip("link", "set", self.client_if, "up" if up else "down")
+
+    def move_address(self, new_host: int) -> str:
+        """The laptop's address goes, another comes (as when Wi-Fi changes)."""
+        new = f"{self.prefix}.{new_host}"
+        self.ip("addr", "flush", "dev", self.client_if)
+        self.ip("addr", "add", f"{new}/24", "dev", self.client_if)
+        return new
+
+    def route(self, present: bool) -> None:
+        verb = "add" if present else "del"
+        self.ip("route", verb, f"{self.prefix}.0/24", "dev", self.client_if)
+
+
+@contextmanager
+def pair() -> Iterator[Pair]:
+    if os.geteuid() != 0 or shutil.which("ip") is None:
+        dependency_missing("network namespaces need root and ip (iproute2)")
+    n = next(_count)
+    tag = f"{os.getpid() % 100000}{n}"
+    names = (f"jc{tag}", f"js{tag}")
+    cif, sif = f"jc{tag}"[:15], f"js{tag}"[:15]
+    prefix = f"10.232.{(os.getpid() * 7 + n) % 250 + 1}"
+    made: list[str] = []
+    try:
+        for name in names:
+            try:
+                _ip("netns", "add", name)
+            except RuntimeError as exc:
+                dependency_missing(f"cannot make a network namespace here: {exc}")
+            made.append(name)
+            _ip("-n", name, "link", "set", "lo", "up")
+        _ip("-n", names[0], "link", "add", cif, "type", "veth", "peer", "name", sif)
+        _ip("-n", names[0], "link", "set", sif, "netns", names[1])
+        _ip("-n", names[0], "addr", "add", f"{prefix}.1/24", "dev", cif)
+        _ip("-n", names[1], "addr", "add", f"{prefix}.2/24", "dev", sif)
+        _ip("-n", names[0], "link", "set", cif, "up")
+        _ip("-n", names[1], "link", "set", sif, "up")
+        client = Netns(names[0], "", f"{prefix}.1")
+        server = Netns(names[1], "", f"{prefix}.2")
+        yield Pair(client, server, cif, prefix)
+    finally:
+        for name in made:
+            for pid in Netns(name, "", "").pids():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, 9)
+            subprocess.run(["ip", "netns", "del", name], capture_output=True, timeout=10)

@@ -4,6 +4,7 @@ them through the schema, so a payload that no longer fits is a clear error."""
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +48,23 @@ def test_status_names_a_refused_key(
     assert main(["status"]) == 0
     fingerprint = status["endpoints"][0]["refused_key"]
     assert f"offered the host key {fingerprint}, which was refused" in capsys.readouterr().out
+
+
+def test_status_says_why_and_when_a_link_was_checked(
+    isolated_home: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status = recorded("up")
+    ep = status["endpoints"][0]
+    ep["checked"] = {
+        "reason": "woke from sleep",
+        "at": time.time() - 5,
+        "outcome": "no answer within 1.5 s; reconnecting",
+    }
+    answering(monkeypatch, status)
+    assert main(["status"]) == 0
+    who = ep["job_id"] or ep["name"]
+    line = f"{who}: checked 5s ago (woke from sleep): no answer within 1.5 s; reconnecting"
+    assert line in capsys.readouterr().out
 
 
 def test_status_json_passes_the_reply_through(

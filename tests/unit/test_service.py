@@ -27,11 +27,11 @@ from jobtunnel.daemon.process.service import Service, _Clock
 class FakeTunnel:
     def __init__(self, state: State) -> None:
         self.state = state
-        self.reconnects = 0
+        self.checked: list[str] = []
 
-    async def probe(self) -> bool:
-        self.reconnects += 1
-        return self.state is State.UP
+    async def check(self, reason: str) -> str:
+        self.checked.append(reason)
+        return "answered"
 
 
 def test_config_maps_onto_the_engine(tmp_path: Path) -> None:
@@ -59,10 +59,10 @@ def test_config_maps_onto_the_engine(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("jump", "expected"), [(0.0, 0), (120.0, 1)])
-def test_a_clock_jump_probes_every_tunnel_at_once(
+def test_a_clock_jump_checks_every_tunnel_at_once(
     isolated_home: Path, jump: float, expected: int
 ) -> None:
-    async def body() -> list[int]:
+    async def body() -> list[list[str]]:
         service = Service(Config())
         tunnels = {
             ("u", "h", 22): FakeTunnel(State.UP),
@@ -72,9 +72,9 @@ def test_a_clock_jump_probes_every_tunnel_at_once(
         # As if the laptop slept: the wall clock moved on, the monotonic one did not.
         service._clock = _Clock(service._clock.wall - jump, service._clock.mono)
         await service._probe()
-        return [t.reconnects for t in tunnels.values()]
+        return [t.checked for t in tunnels.values()]
 
-    assert asyncio.run(body()) == [expected, expected]
+    assert asyncio.run(body()) == [["woke from sleep"] * expected] * 2
 
 
 def test_status_shape_without_tunnels(isolated_home: Path) -> None:

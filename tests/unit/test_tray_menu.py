@@ -381,6 +381,17 @@ def test_cluster_actions_follow_its_state(
     assert find(header.children, "Reconnect now").enabled is reconnect_enabled
 
 
+def test_a_cluster_says_why_its_link_was_last_checked() -> None:
+    at = NOW - 30
+    checked = {"reason": "network changed", "at": at, "outcome": "answered in 4 ms"}
+    items = build_menu(snapshot(endpoint(reconnects=1, checked=checked)), CTX)
+    clock = time.strftime("%H:%M", time.localtime(at))
+    assert texts(find(items, "qpWia").children)[:2] == [
+        "Reconnected 1 time",
+        f"Checked at {clock} (network changed): answered in 4 ms",
+    ]
+
+
 def test_failed_cluster_shows_its_error_and_reconnects() -> None:
     error = "host key for 3.4.5.6 changed: see jobtunnel hostkeys"
     items = build_menu(snapshot(endpoint(state="failed", last_error=error, reconnects=3)), CTX)
