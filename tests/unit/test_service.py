@@ -77,6 +77,24 @@ def test_a_clock_jump_checks_every_tunnel_at_once(
     assert asyncio.run(body()) == [["woke from sleep"] * expected] * 2
 
 
+def test_a_network_change_checks_every_link_and_asks_the_rescale_api_again(
+    isolated_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def body() -> tuple[list[list[str]], list[dict[str, Any]]]:
+        service = Service(Config())
+        tunnels = {("u", "h", 22): FakeTunnel(State.UP), ("v", "h", 22): FakeTunnel(State.UP)}
+        service.tunnels = tunnels  # type: ignore[assignment]
+        refreshes: list[dict[str, Any]] = []
+        monkeypatch.setattr(service.rescale, "refresh", lambda **kw: refreshes.append(kw))
+        await service._network_changed("network changed")
+        return [t.checked for t in tunnels.values()], refreshes
+
+    checked, refreshes = asyncio.run(body())
+    assert checked == [["network changed"]] * 2
+    # Automatic: no sooner than a fast interval after the API's last answer.
+    assert refreshes == [{"automatic": True}]
+
+
 def test_status_shape_without_tunnels(isolated_home: Path) -> None:
     async def body() -> dict[str, Any]:
         return Service(Config()).status().to_wire()
