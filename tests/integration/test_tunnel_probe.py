@@ -1,4 +1,4 @@
-"""Probing a link on demand (after a sleep) and per-forward client counts."""
+"""Checking a link on demand (after a wake) and per-forward client counts."""
 
 from __future__ import annotations
 
@@ -14,25 +14,28 @@ from tests.helpers.tunnels import fast_options, is_up, local_port, make_tunnel, 
 
 
 @pytest.mark.timeout(90)
-def test_probe_answers_on_a_live_link_and_drops_a_frozen_one(
+def test_a_check_answers_on_a_live_link_and_drops_a_frozen_one(
     sshd: SshServer, tmp_path: Path
 ) -> None:
     with echo_server() as echo:
 
         async def main() -> None:
-            # Keepalives far apart: only the probe can notice the freeze quickly.
+            # Keepalives far apart: only the check can notice the freeze quickly.
             opts = fast_options(sshd, keepalive_interval=60.0, connect_timeout=2.0)
             t = make_tunnel(sshd, [f"0:127.0.0.1:{echo}"], tmp_path, options=opts)
             await t.start()
             try:
                 await t.wait_for(is_up, 15)
-                assert await t.probe(timeout=15.0) is True
+                assert (await t.check("woke from sleep", timeout=15.0)).startswith("answered")
                 before = t.status().reconnects
                 assert sshd.freeze_sessions()
-                assert await t.probe(timeout=1.0) is False
+                outcome = await t.check("woke from sleep", timeout=1.0)
+                assert outcome.startswith("no answer"), outcome
+                checked = t.status().checked
+                assert checked is not None and checked.reason == "woke from sleep"
                 # Only the old session is frozen: a new one comes up at once.
                 await t.wait_for(lambda st: st.reconnects > before and is_up(st), 15)
-                assert await t.probe(timeout=15.0) is True
+                assert (await t.check("woke from sleep", timeout=15.0)).startswith("answered")
             finally:
                 sshd.thaw_sessions()
                 await t.end()

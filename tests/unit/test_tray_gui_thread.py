@@ -92,6 +92,12 @@ def drive_from_worker(app: tray_app.TrayApp, done: threading.Event) -> None:
         done.wait(0.01)
     for name in ("up", "paused", "refused-key", "empty", "up"):
         app.show(from_wire(recorded(name)))
+        # The tray coalesces redraws (only the latest wanted state is drawn): let the GUI
+        # loop draw each one, or a fast worker leaves nothing but the last to draw.
+        for _ in range(500):
+            if app._wanted is None:
+                break
+            done.wait(0.01)
     app.show(None, "daemon gone")
     app.tick()
     app.tell("jobtunnel", "a notice from the worker")
