@@ -11,7 +11,14 @@ Aliases: ``rescale-<jobid>`` for a job's endpoint; without a job id (a username 
 character outside ``A-Za-z0-9._-`` turned into ``-``. ``Host`` patterns match
 with case (``ssh rescale-qpWia``, as ``status`` shows it) but known_hosts names do not, so
 aliases are unique without case: a later endpoint whose alias is taken gets the long
-form, and a number after it if that is taken too.
+form, and a number after it if that is taken too. ``rescale-bastion`` is never a
+cluster's (a job whose id is ``bastion`` gets the long form).
+
+With a bastion (``ssh.proxy_jump``) one more block, ``Host rescale-bastion``, is written
+like the others (its pin under that alias in the same known_hosts), and every cluster
+block gets ``ProxyJump rescale-bastion``, as the daemon's own links go through it. A
+bastion whose values fail the same checks gets no block, no block uses ProxyJump, and the
+reason is in ``refused``.
 
 The user and host come from untrusted log files. They are written only when every
 character is on a short allow-list (letters, digits and ``._-``, plus ``:`` in a host for
@@ -27,6 +34,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 __all__ = [
+    "BASTION_ALIAS",
     "Cluster",
     "Export",
     "Settings",
@@ -39,6 +47,7 @@ __all__ = [
 ]
 
 PREFIX = "rescale-"
+BASTION_ALIAS = PREFIX + "bastion"
 HEADER = (
     "# Written by the jobtunnel daemon: one Host block per live cluster. Do not edit; it is\n"
     "# rewritten whenever endpoints change. Include it from ~/.ssh/config with\n"
@@ -69,15 +78,18 @@ class Cluster:
 
 @dataclass(frozen=True)
 class Settings:
-    """What every block shares: the keys to offer and where the exported pins are."""
+    """What every block shares: the keys to offer, where the exported pins are, and the
+    bastion to jump through (None: connect directly)."""
 
     identity_files: tuple[str, ...]
     known_hosts: str
+    bastion: Cluster | None = None
 
 
 @dataclass(frozen=True)
 class Export:
-    """The two files, and the endpoints left out with the reason."""
+    """The two files, and the endpoints left out with the reason (the bastion too, if its
+    values were refused: then no block goes through it)."""
 
     config: str
     known_hosts: str
@@ -115,8 +127,9 @@ def _long_alias(cluster: Cluster) -> str:
 
 def aliases(clusters: Iterable[Cluster]) -> dict[Key, str]:
     """Each cluster's alias, unique without case; first come, first served (clusters
-    with a :func:`problem` get none)."""
-    taken: set[str] = set()
+    with a :func:`problem` get none). :data:`BASTION_ALIAS` is kept for the bastion, with
+    or without one, so that an alias does not change with the config."""
+    taken: set[str] = {BASTION_ALIAS.lower()}
     result: dict[Key, str] = {}
     for cluster in clusters:
         if cluster.key in result or problem(cluster) is not None:
@@ -151,11 +164,11 @@ def _pin_line(alias: str, key_text: str) -> str | None:
     return f"{alias} {parts[0]} {parts[1]}"
 
 
-def _block(cluster: Cluster, alias: str, settings: Settings) -> str:
+def _block(cluster: Cluster, alias: str, settings: Settings, jump: bool, what: str = "") -> str:
     # Only checked values (user, host, port) and the sanitised alias reach the file;
     # even a comment line would end at a line break in a job id.
     lines = [
-        f"# {cluster.user}@{cluster.host}:{cluster.port}",
+        f"# {what}{cluster.user}@{cluster.host}:{cluster.port}",
         f"Host {alias}",
         f"    HostName {cluster.host}",
         f"    Port {cluster.port}",
@@ -168,6 +181,7 @@ def _block(cluster: Cluster, alias: str, settings: Settings) -> str:
         "    StrictHostKeyChecking yes",
         "    CheckHostIP no",
         "    UpdateHostKeys no",
+        *([f"    ProxyJump {BASTION_ALIAS}"] if jump else []),
     ]
     return "\n".join(lines) + "\n"
 
@@ -183,9 +197,29 @@ def export(
     ``pins`` maps an endpoint to its pinned key (``"ssh-ed25519 AAAA..."``); ``names``
     gives the aliases (default: :func:`aliases` of ``clusters``). An endpoint without a
     pin still gets its block: OpenSSH then refuses it (strict checking) until jobtunnel
-    has connected once and pinned the key.
+    has connected once and pinned the key. So does the bastion (its pin:
+    ``pins[settings.bastion.key]``).
     """
     refused: list[tuple[Cluster, str]] = []
+    blocks: list[str] = []
+    pin_lines: list[str] = []
+
+    def add(cluster: Cluster, alias: str, jump: bool, what: str = "") -> None:
+        blocks.append(_block(cluster, alias, settings, jump, what))
+        key_text = pins.get(cluster.key)
+        line = _pin_line(alias, key_text) if key_text else None
+        if line is not None:
+            pin_lines.append(line)
+
+    bastion = settings.bastion
+    jump = False
+    if bastion is not None:
+        why = problem(bastion)
+        if why is None:
+            add(bastion, BASTION_ALIAS, False, "bastion (ssh.proxy_jump) ")
+            jump = True
+        else:
+            refused.append((bastion, f"the bastion (ssh.proxy_jump): {why}"))
     good: list[Cluster] = []
     for cluster in clusters:
         why = problem(cluster)
@@ -194,18 +228,14 @@ def export(
         else:
             refused.append((cluster, why))
     alias_of = dict(names) if names is not None else aliases(good)
-    blocks: list[str] = []
-    pin_lines: list[str] = []
     for cluster in good:
         alias = alias_of.get(cluster.key)
         if alias is None or _sanitised(alias) != alias:
             refused.append((cluster, "it has no usable alias"))
-            continue
-        blocks.append(_block(cluster, alias, settings))
-        key_text = pins.get(cluster.key)
-        line = _pin_line(alias, key_text) if key_text else None
-        if line is not None:
-            pin_lines.append(line)
+        elif jump and alias.lower() == BASTION_ALIAS.lower():
+            refused.append((cluster, f"its alias {alias} is the bastion's"))
+        else:
+            add(cluster, alias, jump)
     config = HEADER + "".join("\n" + b for b in blocks)
     known = "".join(line + "\n" for line in pin_lines)
     return Export(config, known, tuple(refused))

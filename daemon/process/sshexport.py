@@ -3,7 +3,9 @@
 The service hands in every status snapshot it publishes (already coalesced); the files
 are rewritten (atomically, 0600) only when their text changes: a new or moved endpoint,
 an ended or forgotten one (its block goes), a new pin. The text itself is
-:func:`jobtunnel.daemon.core.sshconfig.export`'s.
+:func:`jobtunnel.daemon.core.sshconfig.export`'s; with ``ssh.proxy_jump`` set, the
+bastion's block and its pin (from the same store, under the bastion's own identity, as
+the daemon's links pin it) come with it.
 """
 
 from __future__ import annotations
@@ -14,13 +16,14 @@ from pathlib import Path
 from .. import paths
 from ..api.schema import StatusSnapshot, TunnelState
 from ..config import Config
+from ..core.address import parse_user_hostport
 from ..core.sshconfig import Cluster, Settings, export
 from ..core.throttle import Seen
 from ..engine.auth import default_identity_files
 from ..engine.hostkeys import HostKeyStore
 from ..files import private_dir, replace_atomically
 
-__all__ = ["SshExport", "clusters_of", "identity_files"]
+__all__ = ["SshExport", "bastion_of", "clusters_of", "identity_files"]
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +32,15 @@ def identity_files(config: Config) -> tuple[str, ...]:
     """The keys the daemon offers, in its order (ssh skips the ones that do not exist)."""
     configured = [str(Path(f).expanduser()) for f in config.ssh.identity_files]
     return tuple(configured or (str(p) for p in default_identity_files()))
+
+
+def bastion_of(config: Config) -> Cluster | None:
+    """The ``ssh.proxy_jump`` host as the links see it (None: connect directly), keyed as
+    its pin is: the same parse as :meth:`TunnelOptions.bastion`."""
+    if not config.ssh.proxy_jump:
+        return None
+    user, host, port = parse_user_hostport(config.ssh.proxy_jump)
+    return Cluster(user, host, port)
 
 
 def clusters_of(snapshot: StatusSnapshot) -> tuple[list[Cluster], dict[tuple[str, str, int], str]]:
@@ -76,14 +88,25 @@ class SshExport:
     def update(self, snapshot: StatusSnapshot, config: Config) -> None:
         """Rewrite the files if what they should say changed; errors are logged once."""
         clusters, names = clusters_of(snapshot)
-        settings = Settings(identity_files(config), str(self.known_hosts_file))
         try:
+            bastion = bastion_of(config)
+            settings = Settings(identity_files(config), str(self.known_hosts_file), bastion)
             result = export(clusters, self._current_pins(), settings, names)
         except ValueError as exc:  # one of our own paths holds a line break
             self._failed(f"cannot write {self.config_file}: {exc}")
             return
         for cluster, why in result.refused:
-            if self._seen.first(f"{cluster.user}@{cluster.host}:{cluster.port}", why):
+            if not self._seen.first(f"{cluster.user}@{cluster.host}:{cluster.port}", why):
+                continue
+            if cluster == bastion:
+                log.warning(
+                    "ssh_config: no ProxyJump in any block, %r@%r port %d not written: %s",
+                    cluster.user,
+                    cluster.host,
+                    cluster.port,
+                    why,
+                )
+            else:
                 log.warning(
                     "ssh_config: no block for %r@%r port %d: %s",
                     cluster.user,

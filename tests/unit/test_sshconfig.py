@@ -156,3 +156,75 @@ def test_pins_are_keyed_by_alias_and_bad_pin_text_is_left_out() -> None:
     result = export([a, b, c], pins, SETTINGS)
     assert result.known_hosts == f"rescale-a {KEY}\n"
     assert result.config.count("\nHost ") == 3  # blocks without a pin stay: ssh refuses them
+
+
+BASTION = Cluster("me", "jump.example.org", 2222)
+JUMP_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBm8Q2cV1l4zZ3e0O0mS7b5mYyFv0uQx2KX6o8Kq7n1b"
+
+
+def test_bastion_block_its_pin_and_proxy_jump_as_openssh_reads_them(tmp_path: Path) -> None:
+    job = Cluster("uprod_qpWia", "107.23.132.81", 32100, "qpWia")
+    settings = Settings(SETTINGS.identity_files, SETTINGS.known_hosts, BASTION)
+    result = export([job], {job.key: KEY, BASTION.key: JUMP_KEY}, settings)
+    assert result.refused == ()
+    assert result.known_hosts == f"rescale-bastion {JUMP_KEY}\nrescale-qpWia {KEY}\n"
+    assert result.config.count("\nHost ") == 2
+    got = _ssh_g(result.config, "rescale-qpWia", tmp_path)
+    assert got["proxyjump"] == ["rescale-bastion"]
+    assert got["hostname"] == ["107.23.132.81"] and got["hostkeyalias"] == ["rescale-qpwia"]
+    hop = _ssh_g(result.config, "rescale-bastion", tmp_path)
+    assert hop["hostname"] == ["jump.example.org"]
+    assert hop["port"] == ["2222"] and hop["user"] == ["me"]
+    assert hop["identityfile"] == list(SETTINGS.identity_files)
+    assert hop["identitiesonly"] == ["yes"]
+    assert hop["userknownhostsfile"] == ["/home/me/kh"]
+    assert hop["globalknownhostsfile"] == ["none"]
+    assert hop["hostkeyalias"] == ["rescale-bastion"]
+    assert hop["stricthostkeychecking"] == ["true"]
+    assert "proxyjump" not in hop and "proxycommand" not in hop  # no loop
+    # Without a pin the bastion's block stays (ssh refuses it until jobtunnel pinned it).
+    unpinned = export([job], {job.key: KEY}, settings)
+    assert unpinned.known_hosts == f"rescale-qpWia {KEY}\n"
+    assert "Host rescale-bastion\n" in unpinned.config
+    # Without a bastion: no ProxyJump anywhere.
+    assert "ProxyJump" not in export([job], {}, SETTINGS).config
+
+
+@pytest.mark.parametrize("value", HOSTILE)
+def test_hostile_bastion_is_refused_and_nothing_jumps(value: str, tmp_path: Path) -> None:
+    job = Cluster("uprod_good", "1.2.3.4", 22, "good")
+    for bastion in (Cluster(value, "jump", 22), Cluster("me", value, 22)):
+        settings = Settings(SETTINGS.identity_files, SETTINGS.known_hosts, bastion)
+        result = export([job], {bastion.key: JUMP_KEY, job.key: KEY}, settings)
+        [(refused, why)] = result.refused
+        assert refused == bastion and why.startswith("the bastion (ssh.proxy_jump): ")
+        assert "rescale-bastion" not in result.config and "ProxyJump" not in result.config
+        assert result.known_hosts == f"rescale-good {KEY}\n"
+        assert value not in result.config or value in ("", "x")
+        got = _ssh_g(result.config, "rescale-good", tmp_path)
+        assert "proxyjump" not in got and "proxycommand" not in got
+    bad_port = Cluster("me", "jump", 0)
+    result = export([job], {}, Settings((), SETTINGS.known_hosts, bad_port))
+    assert result.refused == (
+        (bad_port, "the bastion (ssh.proxy_jump): port 0 is outside 1-65535"),
+    )
+
+
+def test_the_bastion_alias_is_never_a_clusters() -> None:
+    job = Cluster("uprod_bastion", "1.2.3.4", 22, "bastion")
+    other_case = Cluster("uprod_x", "1.2.3.4", 22, "Bastion")
+    got = aliases([job, other_case])
+    assert got == {
+        job.key: "rescale-uprod_bastion-1.2.3.4-22",
+        other_case.key: "rescale-uprod_x-1.2.3.4-22",
+    }
+    settings = Settings((), SETTINGS.known_hosts, BASTION)
+    result = export([job, other_case], {}, settings)
+    assert result.refused == ()
+    assert result.config.count("Host rescale-bastion\n") == 1
+    # Names handed in (the status's) that take the bastion's alias: that block is left out.
+    names = {job.key: "rescale-bastion", other_case.key: "rescale-BASTION"}
+    result = export([job, other_case], {job.key: KEY}, settings, names)
+    assert [c for c, _ in result.refused] == [job, other_case]
+    assert all("is the bastion's" in why for _, why in result.refused)
+    assert result.config.count("\nHost ") == 1 and result.known_hosts == ""

@@ -108,3 +108,33 @@ def test_scp_and_sftp_words_that_name_a_cluster() -> None:
     assert cli._remote("./local") is None and cli._remote("C:x") is None
     assert cli._remote("/tmp/a:b") is None
     assert cli._positionals("sftp", ["-b", "batch", "qpWia"]) == [2]
+
+
+def test_the_bastion_and_its_pin_come_from_proxy_jump_and_a_bad_one_is_logged_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = HostKeyStore(tmp_path / "known_hosts")
+    key = asyncssh.generate_private_key("ssh-ed25519")
+    # Pinned as the daemon's link pins it: the host as parse_user_hostport gives it.
+    store.pin("me", "jump.example.org", 2222, key)
+    export = SshExport(store, tmp_path / "out" / "ssh_config", tmp_path / "out" / "kh")
+    config = Config(ssh=SshConfig(proxy_jump="me@Jump.Example.org:2222"))
+    export.update(_snapshot(TunnelState.UP), config)
+    text = export.config_file.read_text()
+    assert "Host rescale-bastion\n    HostName jump.example.org\n    Port 2222\n" in text
+    assert text.count("    ProxyJump rescale-bastion\n") == 1
+    pub = key.export_public_key("openssh").decode().split()
+    assert export.known_hosts_file.read_text() == f"rescale-bastion {pub[0]} {pub[1]}\n"
+
+    bad = Config(ssh=SshConfig(proxy_jump="me%d@jump.example.org"))
+    with caplog.at_level(logging.WARNING):
+        export.update(_snapshot(TunnelState.UP), bad)
+        export.update(_snapshot(TunnelState.UP, TunnelState.UP), bad)
+    [record] = caplog.records
+    assert record.getMessage().startswith(
+        "ssh_config: no ProxyJump in any block, 'me%d'@'jump.example.org' port 22 not written: "
+        "the bastion (ssh.proxy_jump): the username may hold only"
+    )
+    text = export.config_file.read_text()
+    assert "ProxyJump" not in text and "rescale-bastion" not in text
+    assert "Host rescale-job1\n" in text
