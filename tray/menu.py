@@ -179,14 +179,16 @@ def forward_text(fwd: ForwardView) -> str:
     return f"{head}  {words}"
 
 
-def notebook_on_tunnel(notebook_url: str, local_port: int) -> str:
+def notebook_on_tunnel(notebook_url: str, local_port: int, secure: bool = True) -> str:
     """A Rescale notebook URL moved onto the tunnel, token kept.
 
     ``https://platform.rescale.com/notebooks/<id>/?token=T`` ->
-    ``https://localhost:<local_port>/?token=T`` (Jupyter on Rescale serves TLS).
+    ``https://localhost:<local_port>/?token=T`` (Jupyter on Rescale serves TLS;
+    ``secure`` False when the tunnel's probe found it does not).
     """
     query = urlsplit(notebook_url).query
-    return f"https://localhost:{local_port}/" + (f"?{query}" if query else "")
+    scheme = "https" if secure else "http"
+    return f"{scheme}://localhost:{local_port}/" + (f"?{query}" if query else "")
 
 
 def forward_url(ep: EndpointView, fwd: ForwardView) -> str | None:
@@ -198,9 +200,11 @@ def forward_url(ep: EndpointView, fwd: ForwardView) -> str | None:
     found = next((s for s in ep.services if s.port == rport and s.url), None)
     if found is not None and found.url is not None:
         return found.url  # discovery knows the scheme, the path and the token
+    # The tunnel's TLS probe, once it has answered; the port's usual scheme before.
+    secure = fwd.tls if fwd.tls is not None else rport in TLS_PORTS
     if rport == JUPYTER_PORT and ep.notebook_url:
-        return notebook_on_tunnel(ep.notebook_url, port)
-    scheme = "https" if rport in TLS_PORTS else "http"
+        return notebook_on_tunnel(ep.notebook_url, port, secure)
+    scheme = "https" if secure else "http"
     return f"{scheme}://{_local_host(fwd)}:{port}/"
 
 

@@ -261,6 +261,7 @@ class ForwardView(_Wire):
     no_service: bool = False  # discovery found nothing listening on the remote port
     discovered: bool = False  # added for a discovered service, not from the config
     name: str | None = None  # what it serves: the config's name, else the port's ("Jupyter")
+    tls: bool | None = None  # its service answered as TLS (open with https); None: not asked
 
 
 @dataclass(frozen=True, kw_only=True)

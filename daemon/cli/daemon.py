@@ -92,6 +92,8 @@ def _forward_words(fwd: ForwardView) -> str:
     bind = fwd.bind_address
     host = "localhost" if bind in ("127.0.0.1", "::1", "localhost") else bind
     local = f"{host}:{fwd.local_port}" if fwd.local_port else f"{host}:-"
+    if fwd.tls and fwd.local_port:
+        local = f"https://{local}"  # the service answered as TLS: http:// would fail
     remote = "socks" if fwd.dynamic else str(fwd.remote_port)
     if fwd.name:
         remote += f" ({fwd.name})"

@@ -1,7 +1,8 @@
 """Reading what a cluster serves over the tunnel's own SSH connection (no second login):
 its listening sockets and Jupyter's runtime files through SFTP (an exec channel where
-SFTP is refused), and a short HTTP probe of each new port for its page title. Every read
-is bounded in bytes, time and channels; the parsing is :mod:`..core.discovery`'s."""
+SFTP is refused), a short HTTP probe of each new port for its page title, and a TLS
+probe of a forward's target for the scheme to open it with. Every read is bounded in
+bytes, time and channels; the parsing is :mod:`..core.discovery`'s and :mod:`..core.tls`'s."""
 
 from __future__ import annotations
 
@@ -9,14 +10,15 @@ import asyncio
 import contextlib
 import logging
 import posixpath
+import ssl
 from typing import cast
 
 import asyncssh
 
-from ..core import discovery
+from ..core import discovery, tls
 from ..core.discovery import Found, Jupyter
 
-__all__ = ["PROBE_CHANNELS", "ClusterFiles", "discover", "probe"]
+__all__ = ["PROBE_CHANNELS", "ClusterFiles", "client_hello", "discover", "probe", "speaks_tls"]
 
 log = logging.getLogger(__name__)
 
@@ -186,6 +188,44 @@ async def _title(conn: asyncssh.SSHClientConnection, port: int) -> str | None:
             with contextlib.suppress(Exception):
                 writer.close()
     return discovery.clean_title(data) if data else None
+
+
+def client_hello(server_name: str = "localhost") -> bytes:
+    """A real ClientHello: the first flight of the ssl module's own client."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    conn = context.wrap_bio(incoming, outgoing, server_hostname=server_name)
+    # It stops to wait for the ServerHello, as expected: the hello is in ``outgoing``.
+    with contextlib.suppress(ssl.SSLWantReadError):
+        conn.do_handshake()
+    return outgoing.read()
+
+
+async def speaks_tls(conn: asyncssh.SSHClientConnection, host: str, port: int) -> bool | None:
+    """Whether the service at ``host:port`` (as the cluster sees it) answers a
+    ClientHello as TLS; None when no channel to it opens (nothing listens there yet, or
+    the link is going), so that it is asked again later."""
+    writer: asyncssh.SSHWriter[bytes] | None = None
+    first = b""
+    try:
+        async with asyncio.timeout(PROBE_TIMEOUT):
+            reader, writer = await conn.open_connection(host, port, encoding=None)
+            writer.write(client_hello())
+            while len(first) < tls.ANSWER_BYTES:
+                chunk = await reader.read(tls.ANSWER_BYTES - len(first))
+                if not chunk:
+                    break
+                first += chunk
+    except (asyncssh.Error, OSError, TimeoutError):
+        if writer is None:
+            return None
+    finally:
+        if writer is not None:
+            with contextlib.suppress(Exception):
+                writer.close()
+    return tls.answers_tls(first)
 
 
 async def discover(

@@ -100,9 +100,6 @@ class Listeners:
         """Forward spec -> local port bound last (kept while closed)."""
         return dict(self._bound)
 
-    def status(self) -> tuple[ForwardStatus, ...]:
-        return tuple(f.status() for f in self.forwards)
-
     async def bind(self, on_client: ClientHandler) -> None:
         """Bind every forward; one that cannot be bound keeps its reason in ``error``."""
         for fwd in self.forwards:

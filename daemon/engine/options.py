@@ -134,6 +134,7 @@ class ForwardStatus:
     clients: int = 0  # local connections being served or held on this forward
     no_service: bool = False  # discovery found nothing listening on the remote port
     discovered: bool = False  # added for a discovered service, not from the config
+    tls: bool | None = None  # its service answered a ClientHello as TLS (None: not asked)
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,8 @@
 """A tunnel's view of what its cluster serves: discovery on the tunnel's own connection
 when the link comes up and every ``discover_interval`` seconds (and at once on request),
-the forwards it adds for automatic kinds and for ports the user chose, and what status
-shows of them. The decisions are :func:`..core.discovery.plan`'s."""
+the forwards it adds for automatic kinds and for ports the user chose, whether each
+forward's service speaks TLS (asked once per link, for the scheme to open it with), and
+what status shows of them. The decisions are :func:`..core.discovery.plan`'s."""
 
 from __future__ import annotations
 
@@ -13,10 +14,10 @@ from collections.abc import Callable, Iterable
 
 import asyncssh
 
-from ..core import discovery
+from ..core import discovery, tls
 from ..core.discovery import Found
 from ..core.forward import parse_forward
-from .discover import ClusterFiles, discover, probe
+from .discover import PROBE_CHANNELS, ClusterFiles, discover, probe, speaks_tls
 from .listen import ClientHandler, Forward, Listeners
 from .options import ForwardStatus, ServiceStatus, TunnelOptions
 
@@ -48,6 +49,8 @@ class Services:
         self.gone: set[int] = set()
         self.chosen: set[int] = set(chosen)
         self._looked = False  # a socket table has been read: "no service" can be said
+        # (remote host, port) -> speaks TLS, as the last link's probe found it
+        self.tls: dict[tuple[str, int], bool] = {}
         self._wake = asyncio.Event()
         self._looked_now = asyncio.Event()  # set after each look
 
@@ -79,6 +82,10 @@ class Services:
         interval = self._options.discover_interval
         for port in sorted(self.chosen):
             await self._add(port)
+        # Asked again on each link: the service may have been restarted another way.
+        self.tls.clear()
+        if await self._ask_tls(conn):
+            changed()
         files = ClusterFiles(conn)
         try:
             await self._loop(conn, files, interval, changed)
@@ -115,10 +122,33 @@ class Services:
                     learnt = {}
                 if learnt and await self._update(self.found | learnt):
                     changed()
+                if await self._ask_tls(conn):
+                    changed()
             self._looked_now.set()
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), interval)
+
+    async def _ask_tls(self, conn: asyncssh.SSHClientConnection) -> bool:
+        """Ask each forward's service not yet asked on this link whether it speaks TLS
+        (a service that is not listening yet is asked again after the next look)."""
+        todo = {
+            target
+            for f in self._listeners.forwards
+            if (target := _target(f)) is not None and target not in self.tls
+        }
+        gate = asyncio.Semaphore(PROBE_CHANNELS)
+
+        async def one(host: str, port: int) -> None:
+            async with gate:
+                answer = await speaks_tls(conn, host, port)
+            if answer is not None:
+                self.tls[(host, port)] = answer
+                log.debug("%s: %s:%d %s TLS", self._name, host, port, "speaks" if answer else "no")
+
+        before = len(self.tls)
+        await asyncio.gather(*(one(h, p) for h, p in sorted(todo)))
+        return len(self.tls) != before
 
     async def _update(self, found: dict[int, Found]) -> bool:
         new = sorted(set(found) - set(self.found))
@@ -157,17 +187,20 @@ class Services:
 
     # -- what status shows ---------------------------------------------------------------
 
-    def mark(self, forwards: tuple[ForwardStatus, ...]) -> tuple[ForwardStatus, ...]:
-        """``no_service`` on configured forwards to a cluster port where nothing listens."""
-        if not self._looked:
-            return forwards
-        missing = self._configured() - set(self.found)
-        return tuple(
-            dataclasses.replace(fs, no_service=True)
-            if not fs.discovered and not fs.dynamic and _remote_of(fs) in missing
-            else fs
-            for fs in forwards
-        )
+    def forwards(self) -> tuple[ForwardStatus, ...]:
+        """The listeners' status, with ``no_service`` on configured forwards to a cluster
+        port where nothing listens and ``tls`` on those whose service was asked."""
+        missing = self._configured() - set(self.found) if self._looked else set()
+        out = []
+        for fwd in self._listeners.forwards:
+            fs = fwd.status()
+            target = _target(fwd)
+            speaks = self.tls.get(target) if target is not None else None
+            no_service = not fs.discovered and not fs.dynamic and _remote_of(fs) in missing
+            if speaks is not None or no_service:
+                fs = dataclasses.replace(fs, tls=speaks, no_service=no_service)
+            out.append(fs)
+        return tuple(out)
 
     def status(self) -> tuple[ServiceStatus, ...]:
         local: dict[int, int | None] = {}
@@ -206,6 +239,15 @@ def _remote(fwd: Forward) -> int | None:
     if spec.dynamic or spec.remote_host not in _SELF:
         return None
     return int(spec.remote_port)
+
+
+def _target(fwd: Forward) -> tuple[str, int] | None:
+    """Where the forward's connections go on the cluster's side, if it is worth a TLS
+    probe."""
+    spec = fwd.spec
+    if spec.dynamic or not tls.worth_asking(spec.remote_port):
+        return None
+    return (spec.remote_host, int(spec.remote_port))
 
 
 def _remote_of(fs: ForwardStatus) -> int | None:

@@ -170,7 +170,7 @@ class Tunnel:
             port=self.port,
             state=m.state.value,
             since=time.time() - (now - m.since) if m.since else time.time(),
-            forwards=self._services.mark(self._listeners.status()),
+            forwards=self._services.forwards(),
             bytes_sent=self._traffic.sent,
             bytes_received=self._traffic.received,
             active_clients=self.active_clients,

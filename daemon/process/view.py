@@ -162,6 +162,7 @@ def _forward_view(
         clients=fs.clients if fs else 0,
         error=fs.error if fs else None,
         no_service=fs.no_service if fs else False,
+        tls=fs.tls if fs else None,
     )
 
 
@@ -186,6 +187,7 @@ def _discovered_forwards(status: TunnelStatus | None) -> tuple[ForwardView, ...]
                 clients=fs.clients,
                 error=fs.error,
                 discovered=True,
+                tls=fs.tls,
             )
         )
     return tuple(views)

@@ -7,8 +7,6 @@ Rescale's servers cannot exist here; everything else (sockets, HTTP, TLS) is rea
 
 from __future__ import annotations
 
-import datetime
-import ipaddress
 import json
 import ssl
 import threading
@@ -22,7 +20,7 @@ from urllib.parse import parse_qs, urlsplit
 if TYPE_CHECKING:
     from .daemonproc import Env
 
-__all__ = ["FakeRescale", "Fault", "node", "self_signed", "use_api"]
+__all__ = ["FakeRescale", "Fault", "node", "use_api"]
 
 KEY = "fake-rescale-key-0123456789abcdef"
 
@@ -202,43 +200,6 @@ class FakeRescale:
 def node(ip: str, user: str, port: int, role: str = "MPI_MASTER") -> dict[str, Any]:
     """One instance as the API lists it."""
     return {"publicIp": ip, "username": user, "sshPort": port, "role": role, "id": "i-1"}
-
-
-def self_signed(folder: Path) -> tuple[Path, Path]:
-    """A certificate for 127.0.0.1 and its key (PEM files in ``folder``)."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "fake rescale")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = folder / "cert.pem", folder / "key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert_path, key_path
 
 
 def use_api(env: Env, api: FakeRescale, forwards: list[str] | None = None) -> None:

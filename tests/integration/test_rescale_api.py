@@ -17,7 +17,8 @@ from jobtunnel.daemon.engine.rescale_api import RescaleClient, RescaleError
 from jobtunnel.daemon.engine.rescale_credentials import Credentials
 from jobtunnel.daemon.process.rescale import RescalePoller
 
-from tests.helpers.rescale_api import KEY, FakeRescale, Fault, node, self_signed
+from tests.helpers.certs import self_signed
+from tests.helpers.rescale_api import KEY, FakeRescale, Fault, node
 
 
 @pytest.fixture

@@ -67,6 +67,20 @@ def test_status_says_why_and_when_a_link_was_checked(
     assert line in capsys.readouterr().out
 
 
+def test_status_gives_the_https_address_of_a_forward_that_speaks_tls(
+    isolated_home: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status = recorded("up")
+    forwards = status["endpoints"][0]["forwards"]
+    forwards[0]["tls"] = True
+    answering(monkeypatch, status)
+    assert main(["status"]) == 0
+    shown = capsys.readouterr().out
+    assert f"https://localhost:{forwards[0]['local_port']} -> " in shown, shown
+    if len(forwards) > 1:
+        assert f" localhost:{forwards[1]['local_port']} -> " in shown, shown
+
+
 def test_status_json_passes_the_reply_through(
     isolated_home: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -275,7 +275,7 @@ def test_every_required_key_is_named_when_missing() -> None:
         "version", "source_info", "pending_move", "waiting_reason", "refused_key", "ssh_alias",
         "name", "path", "line", "mtime", "verified", "user", "notebook_url",
         "no_service", "discovered", "services",
-        "rescale", "job_name", "job_url", "checked",
+        "rescale", "job_name", "job_url", "checked", "tls",
     }  # fmt: skip
 
 

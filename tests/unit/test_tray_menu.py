@@ -79,6 +79,7 @@ def forward(
             "state": state,
             "clients": clients,
             "error": None,
+            "tls": None,  # not asked yet (the recorded forward's service is plain http)
         }
         | kw,
     )
@@ -260,6 +261,15 @@ def test_notebook_url_rewritten_onto_the_tunnel() -> None:
     assert forward_url(ev(), fv()) == "https://localhost:8888/"
     assert forward_url(ev(), fv(None)) is None
     assert forward_url(ev(), fv(1080, dynamic=True)) is None
+
+
+def test_the_tunnels_tls_probe_decides_the_scheme() -> None:
+    """Once the probe has answered, its word beats the port's usual scheme."""
+    assert forward_url(ev(), fv(18888, 8888, tls=False)) == "http://localhost:18888/"
+    assert forward_url(ev(), fv(16006, 6006, tls=True)) == "https://localhost:16006/"
+    url = "https://platform.rescale.com/notebooks/abcDEF/?token=T0k3n"
+    ep = ev(notebook_url=url, forwards=[forward(18888, 8888, tls=False)])
+    assert forward_url(ep, ep.forwards[0]) == "http://localhost:18888/?token=T0k3n"
 
 
 def test_ssh_command_is_correct_openssh() -> None:
