@@ -119,6 +119,9 @@ def poll_changed(before: object, now: object) -> bool:
     return before is not None and before != now
 
 
+CLOCK_TICK = 0.002  # the event loop's timer resolution, with room
+
+
 @dataclass
 class Debounce:
     """A burst of change messages (a link coming up brings its link, address and route
@@ -148,9 +151,10 @@ class Debounce:
         return min(self._last + self.quiet, self._first + self.longest)
 
     def fire(self, now: float) -> str | None:
-        """The reason to check the links now, or None when nothing is due yet."""
+        """The reason to check the links now, or None when nothing is due yet. A timer
+        may wake a clock tick early (uvloop's clock counts milliseconds): that is due."""
         due = self.due_at
-        if due is None or now < due:
+        if due is None or now < due - CLOCK_TICK:
             return None
         reason, self._reason, self._first = self._reason, None, None
         return reason

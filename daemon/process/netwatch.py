@@ -140,8 +140,12 @@ class NetWatch:
 
     def _fire(self) -> None:
         self._timer = None
-        reason = self._debounce.fire(asyncio.get_running_loop().time())
+        loop = asyncio.get_running_loop()
+        reason = self._debounce.fire(loop.time())
         if reason is None:
+            due = self._debounce.due_at
+            if due is not None:  # woken early: a burst must never be left unchecked
+                self._timer = loop.call_at(due, self._fire)
             return
         if self._checking is not None and not self._checking.done():
             self._again = WOKE if WOKE in (reason, self._again) else reason

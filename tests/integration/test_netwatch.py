@@ -25,7 +25,7 @@ from jobtunnel.daemon.process.netwatch import NetWatch, fingerprint
 from jobtunnel.daemon.process.routesock import RouteSocket
 
 from tests.helpers.deps import dependency_missing
-from tests.helpers.netns import namespace
+from tests.helpers.netns import inside, namespace, pair
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -247,6 +247,36 @@ def test_a_burst_is_one_check_and_a_change_during_a_check_is_one_more() -> None:
         return checks
 
     assert asyncio.run(body()) == [NETWORK_CHANGED, WOKE]
+
+
+def test_every_burst_is_checked_on_the_daemons_own_loop() -> None:
+    """uvloop's clock counts milliseconds, so its timers can wake a hair before the
+    debounce's due time: each of a dozen address changes still gets its check."""
+    import uvloop
+
+    async def body(moves: Callable[[int], object]) -> list[int]:
+        checks: list[float] = []
+
+        async def on_change(reason: str) -> None:
+            checks.append(time.monotonic())
+
+        watch = NetWatch(on_change, source=RouteSocket(), bus=NoBus())
+        await watch.start()
+        missed = []
+        try:
+            for n in range(12):
+                before = len(checks)
+                await asyncio.to_thread(moves, 3 + n)
+                try:
+                    await until(lambda: len(checks) > before, "a check", 5)  # noqa: B023
+                except AssertionError:
+                    missed.append(n)
+        finally:
+            await watch.stop()
+        return missed
+
+    with pair() as net, inside(net.client):
+        assert uvloop.run(body(net.move_address)) == []
 
 
 def test_without_a_change_source_the_watch_polls() -> None:

@@ -93,6 +93,15 @@ def test_a_burst_is_one_check_after_it_goes_quiet() -> None:
     assert d.fire(10.625) is None and d.due_at is None
 
 
+def test_a_timer_a_clock_tick_early_still_fires() -> None:
+    d = Debounce()  # the loop's times, in milliseconds: sums are not exact
+    d.event(1520.383)
+    d.event(1520.39)
+    assert d.fire(1520.589) == NETWORK_CHANGED
+    d.event(1600.0)
+    assert d.fire(1600.1) is None  # but not one that is really early
+
+
 def test_a_flapping_link_is_checked_at_least_once_a_longest_interval() -> None:
     d = Debounce(quiet=0.25, longest=1.0)
     fired = []
