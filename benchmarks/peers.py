@@ -210,7 +210,7 @@ class Daemon:
 
     def drop_log(self, port: int, name: str | None = None) -> None:
         """A job log naming the sshd on ``port`` arrives as a Chrome download."""
-        line = f"You can ssh to the cluster: ssh -p {port} {self.sshd.user}@127.0.0.1\n"
+        line = f"You can ssh to the cluster: ssh -p {port} {self.sshd.user}@{self.sshd.listen}\n"
         chrome_download(self.logs, name or f"job-{port}.log", line)
 
     def text(self) -> str:
@@ -273,7 +273,7 @@ class SshPeer:
         argv = [*self.argv0, *ssh_options(sshd, port, cipher), *(extra or [])]
         for spec in forwards:
             argv += ["-L", spec]
-        argv.append(f"{sshd.user}@127.0.0.1")
+        argv.append(f"{sshd.user}@{sshd.listen}")
         self.log_path = home / "ssh.log"
         with self.log_path.open("ab") as err:
             self.proc = subprocess.Popen(

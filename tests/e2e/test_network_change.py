@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from tests.helpers.daemonproc import Daemon, Env, make_env, wait_for
-from tests.helpers.netns import Netns, Pair, pair
+from tests.helpers.netns import FAULTS, Netns, Pair, pair
 from tests.helpers.sshd import SshServer
 
 pytestmark = [pytest.mark.sshd, pytest.mark.timeout(240)]
@@ -117,37 +117,13 @@ def laptop(tmp: Path) -> Iterator[Laptop]:
             sshd.stop()
 
 
-def _link(box: Laptop) -> None:
-    box.net.link(False)
-    time.sleep(3)
-    box.net.link(True)
-
-
-def _address(box: Laptop) -> None:
-    box.net.move_address(3)
-
-
-def _route(box: Laptop) -> None:
-    box.net.route(False)
-    time.sleep(3)
-    box.net.route(True)
-
-
-FAULTS: dict[str, Callable[[Laptop], None]] = {
-    "link down 3 s, then up": _link,
-    "address changed": _address,
-    "route removed and restored": _route,
-}
-
-
-@pytest.mark.parametrize("fault", list(FAULTS))
+@pytest.mark.parametrize("fault", FAULTS)
 def test_a_tunnel_serves_again_soon_after_the_network_comes_back(
     tmp_path: Path, fault: str
 ) -> None:
     with laptop(tmp_path) as box:
         wait_for(box.idle, "the last request closed")
-        FAULTS[fault](box)
-        back = time.monotonic()
+        back = box.net.fault(fault, outage=3, new_host=3)
         # Generous: within the keepalive's 90 s or the 20 s backoff this would be luck.
         wait_for(box.served, f"a request served after '{fault}'", 15)
         took = time.monotonic() - back

@@ -5,17 +5,23 @@ Torn down with every process in it, also when the test fails."""
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import itertools
 import os
 import shutil
 import subprocess
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 from .deps import dependency_missing
 
-__all__ = ["Netns", "Pair", "namespace", "pair"]
+__all__ = ["FAULTS", "Netns", "Pair", "inside", "namespace", "pair"]
+
+CLONE_NEWNET = 0x40000000
+# The faults a laptop's network goes through: its link, its address, its route.
+FAULTS = ("link down, then up", "address changed", "route removed and restored")
 
 _count = itertools.count(1)
 
@@ -106,6 +112,49 @@ class Pair:
     def route(self, present: bool) -> None:
         verb = "add" if present else "del"
         self.ip("route", verb, f"{self.prefix}.0/24", "dev", self.client_if)
+
+    def fault(self, kind: str, outage: float, new_host: int) -> float:
+        """Break the laptop's network as :data:`FAULTS` ``kind`` says, for ``outage``
+        seconds (an address change has none: the new one comes with the old one's
+        going, at ``new_host``); the :func:`time.monotonic` when it was back."""
+        if kind == FAULTS[0]:
+            self.link(False)
+            time.sleep(outage)
+            self.link(True)
+        elif kind == FAULTS[1]:
+            self.move_address(new_host)
+        elif kind == FAULTS[2]:
+            self.route(False)
+            time.sleep(outage)
+            self.route(True)
+        else:
+            raise ValueError(f"unknown fault {kind!r}; one of {', '.join(FAULTS)}")
+        return time.monotonic()
+
+
+def _setns(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        if ctypes.CDLL(None, use_errno=True).setns(fd, CLONE_NEWNET) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"setns({path}): {os.strerror(err)}")
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def inside(ns: Netns) -> Iterator[None]:
+    """The calling thread in ``ns``'s network (Python 3.11 has no os.setns): the sockets
+    it opens, and the threads and processes it starts meanwhile, are the namespace's."""
+    home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+    try:
+        _setns(f"/run/netns/{ns.name}")
+        try:
+            yield
+        finally:
+            _setns(f"/proc/self/fd/{home}")
+    finally:
+        os.close(home)
 
 
 @contextmanager
