@@ -47,6 +47,18 @@ def sshd(tmp_path: Path, isolated_home: Path) -> Iterator[SshServer]:
 
 
 @pytest.fixture
+def bastion(sshd: SshServer, tmp_path: Path) -> Iterator[SshServer]:
+    """A second sshd, a bastion (``ssh.proxy_jump``) in front of ``sshd``."""
+    server = SshServer(tmp_path / "bastion")
+    server.authorize(sshd.client_key)  # the same key logs in to both, as in open_link
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
 def env(tmp_path: Path, sshd: SshServer) -> Iterator[Env]:
     with http_server() as http_port:
         yield make_env(tmp_path / "user", sshd, http_port)

@@ -13,6 +13,7 @@ import pytest
 
 from tests.helpers.daemonproc import Daemon, Env, endpoint_up, wait_for
 from tests.helpers.deps import dependency_missing
+from tests.helpers.sshd import ssh_alias
 
 
 def _tools() -> None:
@@ -38,17 +39,6 @@ def _alias_written(env: Env) -> dict[str, Any] | None:
     return None
 
 
-def _ssh(config: Path, alias: str, *command: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        ["ssh", "-F", str(config), "-o", "BatchMode=yes", alias, *command],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        stdin=subprocess.DEVNULL,
-        check=False,
-    )
-
-
 @pytest.mark.timeout(180)
 def test_real_ssh_scp_sftp_through_the_generated_config_then_a_changed_key_fails(
     env: Env, daemons: Callable[[], Daemon], tmp_path: Path
@@ -70,7 +60,7 @@ def test_real_ssh_scp_sftp_through_the_generated_config_then_a_changed_key_fails
     assert known.read_text().split() == [alias, host_pub[0], host_pub[1]]
 
     # 1. the generated file, directly.
-    result = _ssh(config, alias, "echo", "via-F")
+    result = ssh_alias(config, alias, "echo", "via-F")
     assert result.returncode == 0, result.stderr
     assert result.stdout == "via-F\n"
 
@@ -82,7 +72,7 @@ def test_real_ssh_scp_sftp_through_the_generated_config_then_a_changed_key_fails
     installed = env.cli("ssh-config", "--install", "--yes")
     assert installed.returncode == 0, installed.stderr
     assert user_config.read_text().startswith(f'Include "{config}"')
-    assert _ssh(user_config, alias, "true").returncode == 0
+    assert ssh_alias(user_config, alias, "true").returncode == 0
 
     # 3. jobtunnel ssh NAME COMMAND (NAME as other endpoint commands take it).
     hi = env.cli("ssh", ep["name"], "echo", "hi")
@@ -117,7 +107,7 @@ def test_real_ssh_scp_sftp_through_the_generated_config_then_a_changed_key_fails
     # 6. a new host key: strict checking refuses it, with the pin unchanged.
     env.sshd.new_host_key()
     env.sshd.restart()
-    refused = _ssh(config, alias, "true")
+    refused = ssh_alias(config, alias, "true")
     assert refused.returncode != 0
     assert "REMOTE HOST IDENTIFICATION HAS CHANGED" in refused.stderr
     assert known.read_text().split()[2] == host_pub[1]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import getpass
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -222,3 +223,19 @@ class SshServer:
 
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+def ssh_alias(config: Path, alias: str, *command: str) -> subprocess.CompletedProcess[str]:
+    """The real OpenSSH client on ``alias`` of the ssh_config ``config`` (no prompts)."""
+    if shutil.which("ssh") is None:
+        from .deps import dependency_missing
+
+        dependency_missing("ssh is not installed (Debian: openssh-client)")
+    return subprocess.run(
+        ["ssh", "-F", str(config), "-o", "BatchMode=yes", alias, *command],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )

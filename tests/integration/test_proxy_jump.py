@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import asyncssh
@@ -16,17 +15,6 @@ from tests.helpers.sshd import SshServer, free_port
 from tests.helpers.tunnels import fast_options, local_port, make_tunnel, running
 
 pytestmark = [pytest.mark.sshd, pytest.mark.timeout(120)]
-
-
-@pytest.fixture
-def bastion(sshd: SshServer, tmp_path: Path) -> Iterator[SshServer]:
-    server = SshServer(tmp_path / "bastion")
-    server.authorize(sshd.client_key)  # the same keys log in to both, as in open_link
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def wait_until(check: object, timeout: float) -> bool:

@@ -5,9 +5,6 @@ jobtunnel's pins (as the daemon's own link through the bastion pinned them)."""
 from __future__ import annotations
 
 import dataclasses
-import shutil
-import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import asyncssh
@@ -19,27 +16,13 @@ from jobtunnel.daemon.engine.hostkeys import HostKeyStore
 from jobtunnel.daemon.process.sshexport import SshExport
 
 from tests.helpers.asyncrun import run
-from tests.helpers.deps import dependency_missing
 from tests.helpers.recorded import recorded
-from tests.helpers.sshd import SshServer
+from tests.helpers.sshd import SshServer, ssh_alias
 from tests.helpers.tunnels import fast_options, make_tunnel, running
 
 pytestmark = [pytest.mark.sshd, pytest.mark.timeout(120)]
 
 ACCEPTED = "Accepted publickey for"
-
-
-@pytest.fixture
-def bastion(sshd: SshServer, tmp_path: Path) -> Iterator[SshServer]:
-    if shutil.which("ssh") is None:
-        dependency_missing("ssh is not installed (Debian: openssh-client)")
-    server = SshServer(tmp_path / "bastion")
-    server.authorize(sshd.client_key)  # the same key logs in to both, as in open_link
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def _jump(bastion: SshServer) -> str:
@@ -60,17 +43,6 @@ def _written(store: HostKeyStore, sshd: SshServer, bastion: SshServer, out: Path
     config = Config(ssh=SshConfig(identity_files=[str(sshd.client_key)], proxy_jump=_jump(bastion)))
     SshExport(store, out / "ssh_config", out / "ssh_known_hosts").update(snapshot, config)
     return alias
-
-
-def _ssh(config: Path, alias: str, *command: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        ["ssh", "-F", str(config), "-o", "BatchMode=yes", alias, *command],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        stdin=subprocess.DEVNULL,
-        check=False,
-    )
 
 
 def test_real_ssh_reaches_the_cluster_through_the_bastion(
@@ -97,14 +69,14 @@ def test_real_ssh_reaches_the_cluster_through_the_bastion(
     )
 
     logins = bastion.log_text().count(ACCEPTED)
-    result = _ssh(config, alias, "echo", "ok")
+    result = ssh_alias(config, alias, "echo", "ok")
     assert result.returncode == 0, result.stderr
     assert result.stdout == "ok\n"
     assert bastion.log_text().count(ACCEPTED) == logins + 1  # it went through the bastion
 
     # It needs the bastion: without it the cluster, though up, is not reached.
     bastion.stop()
-    assert _ssh(config, alias, "true").returncode != 0
+    assert ssh_alias(config, alias, "true").returncode != 0
 
 
 def test_a_wrong_bastion_pin_fails_before_the_cluster_is_reached(
@@ -118,7 +90,7 @@ def test_a_wrong_bastion_pin_fails_before_the_cluster_is_reached(
     alias = _written(store, sshd, bastion, out)
     cluster_log = len(sshd.log_text())
 
-    result = _ssh(out / "ssh_config", alias, "echo", "ok")
+    result = ssh_alias(out / "ssh_config", alias, "echo", "ok")
     assert result.returncode != 0 and result.stdout == ""
     assert "REMOTE HOST IDENTIFICATION HAS CHANGED" in result.stderr
     assert ACCEPTED not in bastion.log_text()
