@@ -9,6 +9,7 @@ now says about its link's addresses (:func:`link_verdict`).
 from __future__ import annotations
 
 import enum
+import ipaddress
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -163,7 +164,7 @@ class Debounce:
 class Verdict(enum.Enum):
     DROP = "drop"  # the link cannot work any more: reconnect now
     ASK = "ask"  # ask the server, with a short deadline
-    KEEP = "keep"  # no route now, but its clients may survive a short outage
+    KEEP = "keep"  # no route now: TCP may carry on when it is back
 
 
 @dataclass(frozen=True)
@@ -174,17 +175,30 @@ class Path:
     local: str | None  # the connection's own address
     local_present: bool | None  # still one of this machine's addresses
     route: bool | None  # a route to the peer exists
+    source: str | None = None  # the address that route sends from now
 
 
-def link_verdict(path: Path, active_clients: int) -> tuple[Verdict, str]:
-    """What to do with one up link after a network change, and why in words."""
+def _same_address(a: str, b: str) -> bool:
+    try:
+        return ipaddress.ip_address(a.split("%")[0]) == ipaddress.ip_address(b.split("%")[0])
+    except ValueError:
+        return a == b
+
+
+def link_verdict(path: Path) -> tuple[Verdict, str]:
+    """What to do with one up link after a network change, and why in words.
+
+    A link with no route is kept, idle or not: a TCP connection outlives a short
+    outage as OpenSSH's does, the next change (the route back) asks it, and the
+    keepalive ends it if the outage is long. One whose address is gone, or whose
+    route now leaves from another address (a VPN came up, another interface took
+    over), cannot carry on: it is replaced at once."""
     if path.local_present is False:
         return Verdict.DROP, f"this machine no longer has the address {path.local}"
     if path.route is False:
-        if active_clients:
-            # TCP outlives a short outage; the keepalive ends the link if it is long.
-            return Verdict.KEEP, "no route to the cluster now; kept for its clients"
-        return Verdict.DROP, "no route to the cluster"
+        return Verdict.KEEP, "no route to the cluster now; kept until it is back"
+    if path.source and path.local and not _same_address(path.source, path.local):
+        return Verdict.DROP, f"the route to the cluster now leaves from {path.source}"
     return Verdict.ASK, ""
 
 

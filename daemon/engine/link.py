@@ -141,8 +141,9 @@ _NO_ROUTE = frozenset({errno.ENETUNREACH, errno.EHOSTUNREACH, 10051, 10065})
 
 def path_now(conn: asyncssh.SSHClientConnection) -> Path:
     """What the kernel says now about ``conn``'s path, without sending a packet: whether
-    its local address is still this machine's (a bind) and whether a route to the peer
-    exists (a UDP connect only looks the route up). None where it cannot tell."""
+    its local address is still this machine's (a bind), whether a route to the peer
+    exists and which address it sends from (a UDP connect only looks the route up).
+    None where it cannot tell."""
     local = conn.get_extra_info("sockname")
     peer = conn.get_extra_info("peername")
     if not isinstance(local, tuple) or not isinstance(peer, tuple):
@@ -150,6 +151,7 @@ def path_now(conn: asyncssh.SSHClientConnection) -> Path:
     family = socket.AF_INET6 if ":" in str(local[0]) else socket.AF_INET
     present: bool | None = None
     route: bool | None = None
+    source: str | None = None
     with socket.socket(family, socket.SOCK_DGRAM) as probe:
         try:
             probe.bind((local[0], 0, *local[2:]))
@@ -160,9 +162,10 @@ def path_now(conn: asyncssh.SSHClientConnection) -> Path:
         try:
             probe.connect(peer)
             route = True
+            source = str(probe.getsockname()[0])
         except OSError as exc:
             route = False if exc.errno in _NO_ROUTE else None
-    return Path(str(local[0]), present, route)
+    return Path(str(local[0]), present, route, source)
 
 
 # Lookups get threads of their own. A lookup waiting on a silent DNS server holds its

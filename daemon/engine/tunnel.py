@@ -243,16 +243,18 @@ class Tunnel:
 
     async def check(self, reason: str, timeout: float = CHECK_SECONDS) -> str:
         """The network changed or the machine woke (``reason``): find out at once
-        whether the link still works. A link that cannot (its address or route is gone,
-        or no answer within ``timeout``) is replaced now, skipping the backoff; one that
-        answers is left alone, with its clients. A retrying endpoint retries now.
-        Returns the outcome, which status shows until the next check."""
+        whether the link still works. A link that cannot (its address is gone, its
+        route leaves from another address now, or no answer within ``timeout``) is
+        replaced now, skipping the backoff; one that answers is left alone, with its
+        clients, and so is one with no route for now (see :func:`link_verdict`). A
+        retrying endpoint retries now. Returns the outcome, which status shows until
+        the next check."""
         now = time.monotonic()
         link = self._link
         if link is None or not link.alive:
             outcome = self._retry_now(now)
         else:
-            verdict, why = link_verdict(path_now(link.bastion or link.conn), self.active_clients)
+            verdict, why = link_verdict(path_now(link.bastion or link.conn))
             if verdict is Verdict.ASK:
                 started = time.monotonic()
                 if await self._ask(link.conn, timeout, f"a check ({reason})", restart=True):

@@ -55,7 +55,9 @@ class Laptop:
     daemon: Daemon
 
     def endpoint(self) -> dict[str, Any]:
-        return self.env.status()["endpoints"][0]  # type: ignore[no-any-return]
+        """The one endpoint ({} until the daemon has read the log)."""
+        eps = self.env.status()["endpoints"]
+        return eps[0] if eps else {}
 
     def local_port(self, remote: int) -> int:
         fwd = next(f for f in self.endpoint()["forwards"] if f["remote_port"] == remote)
@@ -106,7 +108,7 @@ def laptop(tmp: Path) -> Iterator[Laptop]:
                 f"ssh -p {sshd.port} {sshd.user}@{net.server.ns_ip}\n"
             )
             box = Laptop(net, env, daemon)
-            wait_for(lambda: box.endpoint()["state"] == "up", "the tunnel up", 30)
+            wait_for(lambda: box.endpoint().get("state") == "up", "the tunnel up", 30)
             wait_for(box.served, "a request through the tunnel", 30)
             yield box
         finally:
@@ -124,16 +126,50 @@ def test_a_tunnel_serves_again_soon_after_the_network_comes_back(
     with laptop(tmp_path) as box:
         wait_for(box.idle, "the last request closed")
         back = box.net.fault(fault, outage=3, new_host=3)
+        back_wall = time.time()
         # Generous: within the keepalive's 90 s or the 20 s backoff this would be luck.
         wait_for(box.served, f"a request served after '{fault}'", 15)
         took = time.monotonic() - back
+        # The check made once the network was back (a link fault has one at link-down too).
+        checked = wait_for(
+            lambda: (c := box.endpoint()["checked"]) and c["at"] >= back_wall - 0.1 and c,
+            "the check after the network came back",
+            15,
+        )
         ep = box.endpoint()
         assert ep["state"] == "up"
-        assert ep["reconnects"] >= 1, ep
-        assert ep["checked"]["reason"] == "network changed", ep["checked"]
+        assert checked["reason"] == "network changed", checked
+        if fault == "address changed":
+            # The old address is gone: the link was replaced, with no backoff.
+            assert ep["reconnects"] >= 1, ep
+        else:
+            # An idle link with no route is kept, like OpenSSH's own connection: once
+            # the route is back the same connection answers, nothing reconnects.
+            assert checked["outcome"].startswith("answered"), checked
+            assert ep["reconnects"] == 0, ep
         assert took < 15
         log = box.daemon.text()
         assert "network changed: checking 1 links" in log, log
+
+
+def test_a_route_that_now_leaves_from_another_address_replaces_the_link(
+    tmp_path: Path,
+) -> None:
+    """A VPN or another interface takes the route to the cluster while the old address
+    stays: the old connection's packets would leave with the wrong source."""
+    with laptop(tmp_path) as box:
+        wait_for(box.idle, "the last request closed")
+        net = box.net
+        vpn = f"{net.prefix}.50"
+        net.ip("addr", "add", f"{vpn}/32", "dev", net.client_if)
+        net.ip("route", "add", f"{net.server.ns_ip}/32", "dev", net.client_if, "src", vpn)
+        checked = wait_for(
+            lambda: (c := box.endpoint()["checked"]) and "leaves from" in c["outcome"] and c,
+            "a check that saw the route move",
+            15,
+        )
+        assert checked["outcome"].startswith(f"the route to the cluster now leaves from {vpn}")
+        wait_for(lambda: box.endpoint()["reconnects"] >= 1 and box.served(), "served anew", 15)
 
 
 @contextmanager

@@ -123,13 +123,18 @@ def test_a_wake_is_due_at_once_and_outranks_a_network_change() -> None:
 
 
 def test_what_a_check_does_with_an_up_link() -> None:
-    ok = Path("10.0.0.5", True, True)
-    assert link_verdict(ok, 0) == (Verdict.ASK, "")
-    assert link_verdict(Path(None, None, None), 3)[0] is Verdict.ASK  # cannot tell: ask
-    gone = link_verdict(Path("10.0.0.5", False, True), 2)
+    ok = Path("10.0.0.5", True, True, "10.0.0.5")
+    assert link_verdict(ok) == (Verdict.ASK, "")
+    assert link_verdict(Path(None, None, None))[0] is Verdict.ASK  # cannot tell: ask
+    gone = link_verdict(Path("10.0.0.5", False, True))
     assert gone == (Verdict.DROP, "this machine no longer has the address 10.0.0.5")
-    assert link_verdict(Path("10.0.0.5", True, False), 0)[0] is Verdict.DROP
-    assert link_verdict(Path("10.0.0.5", True, False), 1)[0] is Verdict.KEEP
+    # No route, idle or not: kept, as TCP outlives a short outage.
+    assert link_verdict(Path("10.0.0.5", True, False))[0] is Verdict.KEEP
+    # The route back leaves from another address (a VPN, another interface): replaced.
+    moved = link_verdict(Path("10.0.0.5", True, True, "10.8.0.2"))
+    assert moved == (Verdict.DROP, "the route to the cluster now leaves from 10.8.0.2")
+    assert link_verdict(Path("fe80::1%eth0", True, True, "fe80::1"))[0] is Verdict.ASK
+    assert link_verdict(Path("::ffff:10.0.0.5", True, True, "::ffff:10.0.0.5"))[0] is Verdict.ASK
 
 
 def test_the_poller_sees_a_change_only_after_its_first_look() -> None:
