@@ -245,6 +245,9 @@ class DaemonInfo(_Wire):
     watch: WatchView
     summary: str
     rescale: RescaleView | None = None  # None from a daemon without the API
+    # What tells the daemon of network changes and wakes ("routing socket", ...);
+    # None: turned off (daemon.watch_network = false) or a daemon without the watch.
+    network_watch: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -478,6 +478,7 @@ class Service:
             ),
             summary=self._summary(),
             rescale=self.rescale.view(),
+            network_watch=tuple(self.netwatch.sources) if self.netwatch is not None else None,
         )
         return view.snapshot(
             daemon,

@@ -36,6 +36,7 @@ __all__ = [
     "check_daemon",
     "check_folders",
     "check_keys",
+    "check_network_watch",
     "check_ports",
     "check_public_key",
     "check_rescale",
@@ -342,6 +343,22 @@ def check_rescale(config: Config, status: StatusSnapshot | None) -> Check:
     return Check(name, "ok", f"{creds.base} answers (key from {creds.origin})")
 
 
+def check_network_watch(config: Config, status: StatusSnapshot | None) -> Check | None:
+    """What tells the running daemon of network changes and wakes (None: no daemon)."""
+    name = "network watch"
+    if not config.daemon.watch_network:
+        return Check(name, "info", "off (daemon.watch_network = false): links wait for keepalives")
+    if status is None:
+        return None
+    sources = status.daemon.network_watch
+    if not sources:
+        return Check(name, "info", "not reported by this daemon", "restart the daemon")
+    if all(s.startswith("polling") for s in sources):
+        why = ", ".join(sources)
+        return Check(name, "info", f"{why}: a change is noticed within that, not at once")
+    return Check(name, "ok", ", ".join(sources))
+
+
 def run_checks(
     config_path: Path | None = None, call: Callable[..., Any] | None = None
 ) -> list[Check]:
@@ -351,5 +368,7 @@ def run_checks(
     results += check_folders(config)
     daemon_check, status = check_daemon(config, call)
     results += [daemon_check, check_service(), check_tray(), check_rescale(config, status)]
+    if (network := check_network_watch(config, status)) is not None:
+        results.append(network)
     results += check_ports(config, status)
     return results

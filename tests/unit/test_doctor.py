@@ -106,6 +106,22 @@ def test_all_good_exits_zero(
     assert "running (pid 4242)" in out and "all good" in out
 
 
+def test_the_network_watch_is_named_and_polling_alone_is_said(isolated_home: Path) -> None:
+    config = doctor.check_config(None)[1]
+    assert doctor.check_network_watch(config, None) is None  # no daemon: nothing to say
+    status = status_with(7)
+    status["daemon"]["network_watch"] = ["routing socket", "system bus"]
+    check = doctor.check_network_watch(config, from_wire(status))
+    assert check is not None and check.status == "ok"
+    assert check.detail == "routing socket, system bus"
+    status["daemon"]["network_watch"] = ["polling every 2 s"]
+    check = doctor.check_network_watch(config, from_wire(status))
+    assert check is not None and check.status == "info" and "not at once" in check.detail
+    status["daemon"]["network_watch"] = None
+    check = doctor.check_network_watch(config, from_wire(status))
+    assert check is not None and check.detail == "not reported by this daemon"
+
+
 def test_an_unreadable_status_is_named(isolated_home: Path) -> None:
     broken = status_with(ports=(8888,))
     broken["endpoints"][0]["forwards"][0]["local_port"] = "8888"
