@@ -92,10 +92,7 @@ def test_a_clusters_services_are_found_forwarded_and_offered(tmp_path: Path) -> 
         sshd, _runtime = cluster(ns, tmp_path)
         plain = http_in(ns, HTTP_PORT)
         env = make_env(tmp_path / "user", sshd, NOTHING_PORT)
-        text = env.config.read_text()
-        start = text.index("forwards = ")
-        end = text.index("\n", start)
-        text = text[:start] + f'forwards = ["{NOTHING_PORT}"]' + text[end:]
+        text = env.config_text([str(NOTHING_PORT)])
         text = text.replace("discover_interval = 0", "discover_interval = 5")
         env.config.write_text(text)
         daemon = Daemon(env)

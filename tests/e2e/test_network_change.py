@@ -90,10 +90,7 @@ def laptop(tmp: Path) -> Iterator[Laptop]:
             _serve(net.server, "-c", ECHO),
         ]
         env = make_env(tmp / "user", sshd, HTTP_PORT)
-        text = env.config.read_text()
-        start = text.index("forwards = ")
-        end = text.index("\n", start)
-        text = text[:start] + f'forwards = ["{HTTP_PORT}", "{ECHO_PORT}"]' + text[end:]
+        text = env.config_text([str(HTTP_PORT), str(ECHO_PORT)])
         # Only a network notice can bring the link back soon: the keepalive takes 90 s,
         # and the backoff after the first failure already waits up to 20 s.
         text = text.replace("keepalive_interval = 1", "keepalive_interval = 30")
