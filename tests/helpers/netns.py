@@ -53,15 +53,19 @@ def _ip(*args: str) -> None:
         raise RuntimeError(f"ip {' '.join(args)}: {result.stderr.strip()}")
 
 
-@contextmanager
-def namespace() -> Iterator[Netns]:
+def _new_tag() -> tuple[str, int]:
+    """A tag for this process's next namespaces and interfaces, and an octet of its own."""
     if os.geteuid() != 0 or shutil.which("ip") is None:
         dependency_missing("network namespaces need root and ip (iproute2)")
     n = next(_count)
-    tag = f"{os.getpid() % 100000}{n}"
+    return f"{os.getpid() % 100000}{n}", (os.getpid() * 7 + n) % 250 + 1
+
+
+@contextmanager
+def namespace() -> Iterator[Netns]:
+    tag, octet = _new_tag()
     name = f"jt{tag}"
     host_if, ns_if = f"jh{tag}"[:15], f"jn{tag}"[:15]
-    octet = (os.getpid() * 7 + n) % 250 + 1
     host_ip, ns_ip = f"10.231.{octet}.1", f"10.231.{octet}.2"
     try:
         _ip("netns", "add", name)
@@ -159,13 +163,10 @@ def inside(ns: Netns) -> Iterator[None]:
 
 @contextmanager
 def pair() -> Iterator[Pair]:
-    if os.geteuid() != 0 or shutil.which("ip") is None:
-        dependency_missing("network namespaces need root and ip (iproute2)")
-    n = next(_count)
-    tag = f"{os.getpid() % 100000}{n}"
+    tag, octet = _new_tag()
     names = (f"jc{tag}", f"js{tag}")
     cif, sif = f"jc{tag}"[:15], f"js{tag}"[:15]
-    prefix = f"10.232.{(os.getpid() * 7 + n) % 250 + 1}"
+    prefix = f"10.232.{octet}"
     made: list[str] = []
     try:
         for name in names:
