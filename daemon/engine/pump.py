@@ -64,6 +64,9 @@ class ClientProtocol(asyncio.StreamReaderProtocol):
     _chan: Channel | None = None
     _traffic: Traffic | None = None
     _done: asyncio.Future[Exception | None] | None = None
+    # Set when the client's connection is gone (after direct()): a half-closed client
+    # that then closes leaves nobody to read the answer.
+    gone: asyncio.Future[Exception | None] | None = None
 
     def direct(
         self,
@@ -74,8 +77,12 @@ class ClientProtocol(asyncio.StreamReaderProtocol):
     ) -> asyncio.Future[Exception | None]:
         """Switch to direct forwarding. The future resolves to None once the client's
         EOF is passed on, or to the error that ended its connection."""
-        done: asyncio.Future[Exception | None] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[Exception | None] = loop.create_future()
         self._done, self._traffic, self._chan = done, traffic, chan
+        self.gone = loop.create_future()
+        if session.transport.is_closing():
+            self.gone.set_result(ConnectionResetError("the client went away"))
         # What the stream holds that nobody read (sent while the client was held).
         # StreamReader has no public way to take its buffer without awaiting.
         buffer: bytearray = reader._buffer  # type: ignore[attr-defined]
@@ -115,8 +122,10 @@ class ClientProtocol(asyncio.StreamReaderProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
-        if self._done is not None and not self._done.done():
-            self._done.set_result(exc or ConnectionResetError("the client went away"))
+        lost = exc or ConnectionResetError("the client went away")
+        for future in (self._done, self.gone):
+            if future is not None and not future.done():
+                future.set_result(lost)
 
 
 class ChannelSession(asyncssh.SSHTCPSession[bytes]):
@@ -257,7 +266,12 @@ async def pump(
     either: list[asyncio.Future[Any]] = [client_done, session.closed]
     await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
     if client_done.done() and client_done.result() is None:
-        await session.closed  # half-closed: the cluster side finishes
+        # Half-closed: the cluster side finishes, unless the client goes away first
+        # (then the caller closes the channel; its answer would be pulled for nobody).
+        assert proto.gone is not None
+        await asyncio.wait([session.closed, proto.gone], return_when=asyncio.FIRST_COMPLETED)
+        if not session.closed.done():
+            return proto.gone.result()
     exc = client_done.result() if client_done.done() else None
     if exc is None and session.closed.done():
         exc = session.closed.result()

@@ -8,6 +8,8 @@ import json
 import logging
 import os
 import socket
+import socketserver
+import threading
 import time
 from pathlib import Path
 
@@ -426,3 +428,47 @@ def test_a_burst_of_clients_is_a_few_status_events_not_two_per_client(
                 await t.end("test over")
 
         run(main(), 60)
+
+
+@pytest.mark.timeout(60)
+def test_a_client_that_half_closes_then_goes_away_ends_its_channel(
+    sshd: SshServer, tmp_path: Path
+) -> None:
+    """An HTTP/1.0-style client sends its request, shuts its sending side, reads a little
+    and closes: the cluster's answer must stop being pulled across the link for nobody."""
+    ended = threading.Event()
+
+    class Endless(socketserver.BaseRequestHandler):
+        def handle(self) -> None:
+            chunk = b"x" * 65536
+            deadline = time.monotonic() + 40  # bounded, also when the test fails
+            try:
+                while time.monotonic() < deadline:
+                    self.request.sendall(chunk)
+            except OSError:
+                ended.set()  # the channel was closed: the server's socket sees it
+
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Endless)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    port = int(server.server_address[1])
+
+    async def main() -> None:
+        t = make_tunnel(sshd, [f"0:127.0.0.1:{port}"], tmp_path, options=fast_options(sshd))
+        async with running(t):
+            reader, writer = await asyncio.open_connection("127.0.0.1", local_port(t))
+            writer.write(b"GET / HTTP/1.0\r\n\r\n")
+            writer.write_eof()
+            await reader.readexactly(65536)
+            writer.close()
+            await t.wait_for(lambda st: st.active_clients == 0, 15)
+            assert await asyncio.to_thread(ended.wait, 15)
+            received = t.status().bytes_received
+            await asyncio.sleep(0.5)
+            assert t.status().bytes_received == received  # nothing more crosses
+
+    try:
+        run(main())
+    finally:
+        server.shutdown()
+        server.server_close()
