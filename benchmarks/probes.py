@@ -16,8 +16,8 @@ from pathlib import Path
 HTTP_GET = b"GET / HTTP/1.0\r\nHost: localhost\r\n\r\n"
 
 
-def _connect(port: int, timeout: float) -> socket.socket:
-    sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+def _connect(port: int, timeout: float, host: str = "127.0.0.1") -> socket.socket:
+    sock = socket.create_connection((host, port), timeout=timeout)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     return sock
 
@@ -51,11 +51,11 @@ def wait_until(check: Callable[[], bool], what: str, timeout: float = 30.0) -> f
     raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
-def throughput(port: int, size: int, timeout: float = 120.0) -> float:
-    """MB/s (10^6) of ``size`` bytes from the stream service through ``port``."""
+def throughput(port: int, size: int, timeout: float = 120.0, host: str = "127.0.0.1") -> float:
+    """MB/s (10^6) of ``size`` bytes from the stream service through ``host:port``."""
     buf = bytearray(1 << 20)
     view = memoryview(buf)
-    with _connect(port, timeout) as sock:
+    with _connect(port, timeout, host) as sock:
         start = time.perf_counter()
         sock.sendall(size.to_bytes(8, "big"))
         got = 0

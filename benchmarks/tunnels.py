@@ -611,6 +611,16 @@ def table(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def machine() -> dict[str, Any]:
+    """The machine a report was made on."""
+    return {
+        "node": platform.node(),
+        "system": f"{platform.system()} {platform.release()}",
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small and short: a harness check")
@@ -653,12 +663,7 @@ def main(argv: list[str] | None = None) -> int:
         "date": f"{started:%Y-%m-%d %H:%M} UTC",
         "quick": args.quick,
         "seconds": round(time.monotonic() - t0, 1),
-        "machine": {
-            "node": platform.node(),
-            "system": f"{platform.system()} {platform.release()}",
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-        },
+        "machine": machine(),
         "event_loop": f"daemon loop {loop}",
         "loadavg_start": [round(x, 2) for x in load_start],
         "loadavg_end": [round(x, 2) for x in os.getloadavg()],
