@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+from tests.helpers.deps import dependency_missing
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -38,3 +42,33 @@ def test_detect_throughput_quick_mode_reports_both_cases(tmp_path: Path) -> None
     assert cases["user paths, 1 line in 60"]["endpoints"] == 1
     assert all(r["mb_per_s"] > 0 and r["peak_rss_mb"] > 0 for r in cases.values())
     assert list(tmp_path.glob("jobtunnel-bench-*")) == []  # logs cleaned up
+
+
+def test_network_change_quick_mode_measures_both_peers(tmp_path: Path) -> None:
+    if os.geteuid() != 0 or shutil.which("ip") is None or shutil.which("autossh") is None:
+        dependency_missing("the network-change benchmark needs root, ip and autossh")
+    out = tmp_path / "net.json"
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "network_change.py"),
+            "--quick",
+            "--fault",
+            "link",
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads(out.read_text())["metrics"]
+    assert set(metrics) == {
+        f"link_{use}_{what}" for use in ("busy", "idle") for what in ("back_ms", "failed")
+    }
+    for what in ("link_busy_back_ms", "link_idle_back_ms"):
+        values = metrics[what]["values"]
+        assert set(values) == {"jobtunnel", "autossh"}
+    assert out.with_suffix(".daemon.log").read_text().count("network changed") >= 2
