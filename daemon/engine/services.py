@@ -53,6 +53,10 @@ class Services:
         self.tls: dict[tuple[str, int], bool] = {}
         self._wake = asyncio.Event()
         self._looked_now = asyncio.Event()  # set after each look
+        # Looks asked for, and how many of those asks the last finished look answers:
+        # a look already under way when asked may have read the cluster too early.
+        self._asked = 0
+        self._answered = 0
 
     # -- what the user asks --------------------------------------------------------------
 
@@ -62,10 +66,14 @@ class Services:
     async def look(self, timeout: float) -> bool:
         """Look now and wait for that look to end; False if it did not within ``timeout``
         (the link is down, or discovery is off)."""
-        self._looked_now.clear()
+        self._asked += 1
+        mine = self._asked
         self._wake.set()
         try:
-            await asyncio.wait_for(self._looked_now.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                while self._answered < mine:
+                    self._looked_now.clear()
+                    await self._looked_now.wait()
         except TimeoutError:
             return False
         return True
@@ -100,6 +108,8 @@ class Services:
         changed: Callable[[], None],
     ) -> None:
         while interval > 0:
+            self._wake.clear()  # an ask from now on gets a look of its own
+            answering = self._asked
             try:
                 found, sockets = await discover(files, self.found)
             except (asyncssh.Error, OSError, TimeoutError) as exc:
@@ -124,8 +134,8 @@ class Services:
                     changed()
                 if await self._ask_tls(conn):
                     changed()
+            self._answered = answering
             self._looked_now.set()
-            self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), interval)
 

@@ -73,6 +73,23 @@ def scrub(value: Any, env: Env) -> Any:
     return value
 
 
+def asked(status: dict[str, Any]) -> bool:
+    """Every endpoint is up and each forward's TLS probe has answered (``tls`` is null
+    until then: a payload taken earlier would record another type)."""
+    eps = status["endpoints"]
+    return bool(eps) and all(
+        ep["state"] == "up"
+        and all(f["tls"] is not None for f in ep["forwards"] if not f["dynamic"])
+        for ep in eps
+    )
+
+
+def settled(env: Env) -> dict[str, Any] | None:
+    """The status once :func:`asked` holds for it."""
+    status = env.status()
+    return status if asked(status) else None
+
+
 def check(name: str, live: dict[str, Any], env: Env, problems: list[str]) -> None:
     from_wire(live)  # whatever is recorded must fit the schema
     path = RECORDED / f"{name}.json"
@@ -116,9 +133,15 @@ def test_live_status_has_the_recorded_structure(env: Env, daemons: Callable[[], 
     env.logs.mkdir(parents=True, exist_ok=True)
     (env.logs / "job.log").write_text("Starting cluster\n" + env.log_line())
     wait_for(lambda: endpoint_up(env), "the tunnel to come up")
-    # Discovery's first look (the test sshd itself listens on loopback): services filled.
-    wait_for(lambda: (endpoint_up(env) or {}).get("services"), "the first look at services")
-    check("up", env.status(), env, problems)
+    # Discovery's looks (the test sshd itself listens on loopback): services filled, and
+    # the configured forward's HTTP service probed, so it has a URL (the others have none).
+    up = wait_for(
+        lambda: (
+            (st := settled(env)) and any(s["url"] for s in st["endpoints"][0]["services"]) and st
+        ),
+        "the forwarded HTTP service found and probed",
+    )
+    check("up", up, env, problems)
 
     name = f"{env.sshd.user}@127.0.0.1:{env.sshd.port}"
     assert env.cli("pause", name).returncode == 0
@@ -127,7 +150,7 @@ def test_live_status_has_the_recorded_structure(env: Env, daemons: Callable[[], 
 
     # A changed host key: refused, and not retried by itself.
     assert env.cli("resume", name).returncode == 0
-    wait_for(lambda: endpoint_up(env), "the tunnel after resume")
+    wait_for(lambda: settled(env), "the tunnel after resume")
     env.sshd.new_host_key()
     env.sshd.restart()
     refused = wait_for(
@@ -176,9 +199,7 @@ def test_live_status_with_the_rescale_api(env: Env, daemons: Callable[[], Daemon
         api.instances("OsKBd", [node("127.0.0.1", env.sshd.user, env.sshd.port)])
         use_api(env, api)
         daemons()
-        live = wait_for(
-            lambda: [s for s in [env.status()] if endpoint_up(env)], "the tunnel from the API"
-        )[0]
+        live = wait_for(lambda: settled(env), "the tunnel from the API")
         live = json.loads(json.dumps(live).replace(api.url, "https://platform.rescale.com"))
         problems: list[str] = []
         check("rescale", live, env, problems)
