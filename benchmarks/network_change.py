@@ -20,7 +20,6 @@ Goal: jobtunnel's median <= 1 s after the network is back, for every fault kind.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import subprocess
@@ -36,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.peers import AutosshPeer, Daemon, free_port, kill_tree
 from benchmarks.probes import Prober, serves, wait_until
-from benchmarks.tunnels import Metric, fmt, log
+from benchmarks.tunnels import Metric, fmt, log, save
 from tests.helpers.netns import FAULTS, Pair, inside, pair
 from tests.helpers.sshd import SshServer
 
@@ -226,8 +225,7 @@ def main(argv: list[str] | None = None) -> int:
         **results,
     }
     out = args.json or HERE / "results" / f"network-change-{started:%Y-%m-%dT%H%M%S}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2))
+    save(report, out)
     out.with_suffix(".daemon.log").write_text(daemon_log)
     print(table(report))
     print(f"jobtunnel reconnects in all: {results['reconnects']}; results: {out} (and .daemon.log)")

@@ -52,7 +52,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.peers import Daemon, Services, SshPeer, free_port, kill_tree, start_sshd
 from benchmarks.probes import HTTP_GET, proc_sample, throughput, wait_until
-from benchmarks.tunnels import Metric, fmt, log, machine
+from benchmarks.tunnels import Metric, fmt, log, report_head, save
 from tests.helpers.shaper import Shaper
 
 HERE = Path(__file__).resolve().parent
@@ -636,19 +636,13 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(workdir, ignore_errors=True)
 
     report: dict[str, Any] = {
-        "date": f"{started:%Y-%m-%d %H:%M} UTC",
-        "quick": args.quick,
-        "seconds": round(time.monotonic() - t0, 1),
-        "machine": machine(),
-        "loadavg_start": [round(x, 2) for x in load_start],
-        "loadavg_end": [round(x, 2) for x in os.getloadavg()],
+        **report_head(started, args.quick, t0, load_start),
         "params": asdict(params),
         "daemon_discovery": args.discovery,
         "shaper": shaper_info,
         "links": {name: link.to_dict() for name, link in links.items()},
     }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2, default=str))
+    save(report, out)
     print(table(report))
     print(f"results: {out}")
     return 0

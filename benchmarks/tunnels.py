@@ -621,6 +621,25 @@ def machine() -> dict[str, Any]:
     }
 
 
+def report_head(
+    started: datetime, quick: bool, t0: float, load_start: tuple[float, float, float]
+) -> dict[str, Any]:
+    """What every report starts with: when, how long, where, and the machine's load."""
+    return {
+        "date": f"{started:%Y-%m-%d %H:%M} UTC",
+        "quick": quick,
+        "seconds": round(time.monotonic() - t0, 1),
+        "machine": machine(),
+        "loadavg_start": [round(x, 2) for x in load_start],
+        "loadavg_end": [round(x, 2) for x in os.getloadavg()],
+    }
+
+
+def save(report: dict[str, Any], out: Path) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2, default=str))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small and short: a harness check")
@@ -660,19 +679,13 @@ def main(argv: list[str] | None = None) -> int:
     # The daemon's event_loop = "auto" picks uvloop when it is installed.
     loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
     report: dict[str, Any] = {
-        "date": f"{started:%Y-%m-%d %H:%M} UTC",
-        "quick": args.quick,
-        "seconds": round(time.monotonic() - t0, 1),
-        "machine": machine(),
+        **report_head(started, args.quick, t0, load_start),
         "event_loop": f"daemon loop {loop}",
-        "loadavg_start": [round(x, 2) for x in load_start],
-        "loadavg_end": [round(x, 2) for x in os.getloadavg()],
         "params": asdict(params),
         "metrics": {name: m.to_dict() for name, m in run.metrics.items()},
         "extra": run.extra,
     }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2, default=str))
+    save(report, out)
     print(table(report))
     print(f"results: {out}")
     return 0

@@ -14,24 +14,22 @@ from tests.helpers.deps import dependency_missing
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_detect_throughput_quick_mode_reports_both_cases(tmp_path: Path) -> None:
-    out = tmp_path / "detect.json"
+def benchmark(script: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """``benchmarks/<script> --quick ARGS``, which must succeed."""
     result = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "benchmarks" / "detect_throughput.py"),
-            "--quick",
-            "--dir",
-            str(tmp_path),
-            "--json",
-            str(out),
-        ],
+        [sys.executable, str(ROOT / "benchmarks" / script), "--quick", *args],
         capture_output=True,
         text=True,
         timeout=300,
         check=False,
     )
     assert result.returncode == 0, result.stderr
+    return result
+
+
+def test_detect_throughput_quick_mode_reports_both_cases(tmp_path: Path) -> None:
+    out = tmp_path / "detect.json"
+    result = benchmark("detect_throughput.py", "--dir", str(tmp_path), "--json", str(out))
     assert "MB/s" in result.stdout
     report = json.loads(out.read_text())
     cases = {r["case"]: r for r in report["results"]}
@@ -48,22 +46,7 @@ def test_network_change_quick_mode_measures_both_peers(tmp_path: Path) -> None:
     if os.geteuid() != 0 or shutil.which("ip") is None or shutil.which("autossh") is None:
         dependency_missing("the network-change benchmark needs root, ip and autossh")
     out = tmp_path / "net.json"
-    result = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "benchmarks" / "network_change.py"),
-            "--quick",
-            "--fault",
-            "link",
-            "--json",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
+    benchmark("network_change.py", "--fault", "link", "--json", str(out))
     metrics = json.loads(out.read_text())["metrics"]
     assert set(metrics) == {
         f"link_{use}_{what}" for use in ("busy", "idle") for what in ("back_ms", "failed")
