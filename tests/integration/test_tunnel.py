@@ -265,10 +265,14 @@ def test_a_slow_channel_on_a_live_server_keeps_the_link(
             assert "no answer to a liveness check" not in caplog.text
             st = t.status()
             assert st.state == "up" and st.reconnects == 0 and st.active_clients == 1
-            # Drain the queue, greeting every connection: sshd's gets through at last.
+            # Stop the fillers' own SYN retransmissions, which could take the freed slot
+            # just before sshd's; then drain the queue, greeting every connection: sshd's
+            # gets through at its next retransmission (1, 3, 7, 15, 31 s after its connect).
+            for filler in fillers:
+                filler.close()
             full.setblocking(False)
             greeting = asyncio.ensure_future(reader.readexactly(2))
-            deadline = time.monotonic() + 20
+            deadline = time.monotonic() + 40
             while not greeting.done():
                 with contextlib.suppress(BlockingIOError):
                     conn = full.accept()[0]
@@ -282,7 +286,7 @@ def test_a_slow_channel_on_a_live_server_keeps_the_link(
             writer.close()
 
     try:
-        run(main(), 60)
+        run(main(), 90)
     finally:
         for sock in [full, *fillers, *accepted]:
             sock.close()
