@@ -68,6 +68,14 @@ class Laptop:
         ep = self.endpoint()
         return ep["state"] == "up" and not any(f["clients"] for f in ep["forwards"])
 
+    def checked_since(self, wall: float, what: str) -> dict[str, Any]:
+        """The link's last check, once it is one made at or after ``wall`` (time.time()):
+        an earlier one (IPv6's address settling after the namespace came up) is stale."""
+        found: dict[str, Any] = wait_for(
+            lambda: (c := self.endpoint().get("checked")) and c["at"] >= wall and c, what, 15
+        )
+        return found
+
     def served(self) -> bool:
         """One HTTP request through the tunnel, made on the laptop."""
         port = self.local_port(HTTP_PORT)
@@ -128,11 +136,7 @@ def test_a_tunnel_serves_again_soon_after_the_network_comes_back(
         wait_for(box.served, f"a request served after '{fault}'", 15)
         took = time.monotonic() - back
         # The check made once the network was back (a link fault has one at link-down too).
-        checked = wait_for(
-            lambda: (c := box.endpoint()["checked"]) and c["at"] >= back_wall - 0.1 and c,
-            "the check after the network came back",
-            15,
-        )
+        checked = box.checked_since(back_wall - 0.1, "the check after the network came back")
         ep = box.endpoint()
         assert ep["state"] == "up"
         assert checked["reason"] == "network changed", checked
@@ -199,11 +203,12 @@ def test_a_healthy_link_and_its_clients_outlive_an_unrelated_change(tmp_path: Pa
     with laptop(tmp_path) as box, holding(box) as echo:
         # A new interface on the laptop (a VPN's, a dock's; a veth pair, since this
         # kernel has no dummy links): the network changed, not the link's path.
+        before = time.time()
         box.net.ip("link", "add", "jtv0", "type", "veth", "peer", "name", "jtv1")
         box.net.ip("addr", "add", "10.233.0.1/24", "dev", "jtv0")
         box.net.ip("link", "set", "jtv0", "up")
         box.net.ip("link", "set", "jtv1", "up")
-        checked = wait_for(lambda: box.endpoint().get("checked"), "a check after the change", 15)
+        checked = box.checked_since(before, "a check after the change")
         assert checked["reason"] == "network changed"
         assert checked["outcome"].startswith("answered"), checked
         assert echo("after") == "after"
@@ -212,8 +217,9 @@ def test_a_healthy_link_and_its_clients_outlive_an_unrelated_change(tmp_path: Pa
 
 def test_a_link_with_a_client_is_kept_through_a_short_outage(tmp_path: Path) -> None:
     with laptop(tmp_path) as box, holding(box) as echo:
+        down = time.time()
         box.net.link(False)
-        kept = wait_for(lambda: box.endpoint().get("checked"), "a check at link-down", 15)
+        kept = box.checked_since(down, "a check at link-down")
         assert kept["outcome"].startswith("no route to the cluster now; kept"), kept
         time.sleep(2)
         box.net.link(True)
